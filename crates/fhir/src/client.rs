@@ -1,0 +1,343 @@
+//! A FHIR R4 REST client: read, search (following `Bundle.link[next]`), capabilities,
+//! create and transaction, with a bearer token per call.
+//!
+//! Errors never carry the token or response bodies in their `Display` text (they end up in
+//! logs); an OperationOutcome's human text is kept apart in [`FhirError::outcome_text`] for the
+//! clinician who made the call.
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use url::Url;
+
+use crate::bundle::Bundle;
+use crate::http::{self, BodyError, HttpLimits};
+use crate::FHIR_JSON;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FhirError {
+    #[error("the FHIR server refused the access token (401)")]
+    Unauthorized { outcome: Option<String> },
+    #[error("the FHIR server did not allow this request (403)")]
+    Forbidden { outcome: Option<String> },
+    #[error("the FHIR server has no such resource (404)")]
+    NotFound { outcome: Option<String> },
+    #[error("the FHIR server answered {status}")]
+    Status { status: u16, outcome: Option<String> },
+    #[error("the FHIR server could not be reached: {0}")]
+    Transport(String),
+    #[error("the FHIR server did not answer in time")]
+    Timeout,
+    #[error("the FHIR server's answer was too large (over {limit} bytes)")]
+    TooLarge { limit: usize },
+    #[error("the FHIR server's answer was not valid FHIR JSON: {0}")]
+    Decode(String),
+    #[error("the FHIR server sent a paging link outside its base URL")]
+    ForeignLink,
+}
+
+impl FhirError {
+    /// The OperationOutcome text the server sent with an error, for showing to the user who
+    /// made the request (never logged: it may describe patient data).
+    pub fn outcome_text(&self) -> Option<&str> {
+        match self {
+            FhirError::Unauthorized { outcome }
+            | FhirError::Forbidden { outcome }
+            | FhirError::NotFound { outcome }
+            | FhirError::Status { outcome, .. } => outcome.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            FhirError::Unauthorized { .. } => Some(401),
+            FhirError::Forbidden { .. } => Some(403),
+            FhirError::NotFound { .. } => Some(404),
+            FhirError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// True when retrying the same request later may succeed (5xx, timeouts, dropped connections).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FhirError::Status { status, .. } => *status >= 500 || *status == 429,
+            FhirError::Transport(_) | FhirError::Timeout => true,
+            _ => false,
+        }
+    }
+}
+
+impl From<BodyError> for FhirError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge { limit } => FhirError::TooLarge { limit },
+            BodyError::Timeout => FhirError::Timeout,
+            BodyError::Transport(m) => FhirError::Transport(m),
+        }
+    }
+}
+
+fn transport(e: reqwest::Error) -> FhirError {
+    if e.is_timeout() {
+        FhirError::Timeout
+    } else {
+        FhirError::Transport(e.without_url().to_string())
+    }
+}
+
+/// The result of a create: whether the server made a new resource, and its reference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Created {
+    /// 201 for created, 200 when a conditional create matched an existing resource.
+    pub status: u16,
+    /// `Location` header, when sent.
+    pub location: Option<String>,
+    pub resource: Option<Value>,
+}
+
+/// A FHIR server at one base URL.
+#[derive(Debug, Clone)]
+pub struct FhirClient {
+    http: reqwest::Client,
+    base: Url,
+    max_body: usize,
+}
+
+impl FhirClient {
+    pub fn new(http: reqwest::Client, base: Url, limits: &HttpLimits) -> Self {
+        let base = with_trailing_slash(base);
+        Self { http, base, max_body: limits.max_body }
+    }
+
+    /// The base URL, without a trailing slash.
+    pub fn base(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
+    /// `base/path` (path relative to the base, e.g. `Patient/1`).
+    pub fn url(&self, path: &str) -> Result<Url, FhirError> {
+        self.base.join(path.trim_start_matches('/')).map_err(|e| FhirError::Decode(e.to_string()))
+    }
+
+    /// Reads `resource_type/id`.
+    pub async fn read(
+        &self,
+        token: Option<&str>,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Value, FhirError> {
+        let url = self.url(&format!("{resource_type}/{id}"))?;
+        self.get_json(token, url).await
+    }
+
+    /// Reads a reference relative to the base (`Practitioner/1`).
+    pub async fn read_reference(&self, token: Option<&str>, reference: &str) -> Result<Value, FhirError> {
+        let url = self.url(reference)?;
+        self.get_json(token, url).await
+    }
+
+    /// One page of `resource_type?params`.
+    pub async fn search(
+        &self,
+        token: Option<&str>,
+        resource_type: &str,
+        params: &[(&str, &str)],
+    ) -> Result<Bundle, FhirError> {
+        let mut url = self.url(resource_type)?;
+        url.query_pairs_mut().extend_pairs(params);
+        self.get_bundle(token, &url).await
+    }
+
+    /// Every page of `resource_type?params`, following `next` links, up to `max_pages`.
+    pub async fn search_all(
+        &self,
+        token: Option<&str>,
+        resource_type: &str,
+        params: &[(&str, &str)],
+        max_pages: usize,
+    ) -> Result<Vec<Value>, FhirError> {
+        let mut page = self.search(token, resource_type, params).await?;
+        let mut out = Vec::new();
+        for _ in 1..max_pages.max(1) {
+            let next = page.link("next").map(str::to_owned);
+            out.extend(page.into_resources());
+            let Some(next) = next else { return Ok(out) };
+            page = self.get_bundle(token, &self.checked_link(&next)?).await?;
+        }
+        out.extend(page.into_resources());
+        Ok(out)
+    }
+
+    /// A paging link, accepted only when it stays under this server's base URL: a server must
+    /// not be able to send our bearer token elsewhere.
+    pub fn checked_link(&self, link: &str) -> Result<Url, FhirError> {
+        let url = self.base.join(link).map_err(|_| FhirError::ForeignLink)?;
+        let same_origin = url.origin() == self.base.origin();
+        if same_origin && url.path().starts_with(self.base.path()) {
+            Ok(url)
+        } else {
+            Err(FhirError::ForeignLink)
+        }
+    }
+
+    /// GETs a Bundle at `url` (which must be under the base).
+    pub async fn get_bundle(&self, token: Option<&str>, url: &Url) -> Result<Bundle, FhirError> {
+        let value = self.get_json(token, self.checked_link(url.as_str())?).await?;
+        serde_json::from_value(value).map_err(|e| FhirError::Decode(e.to_string()))
+    }
+
+    /// The server's CapabilityStatement (`metadata`).
+    pub async fn capabilities(&self, token: Option<&str>) -> Result<Value, FhirError> {
+        self.get_json(token, self.url("metadata")?).await
+    }
+
+    /// POSTs `resource` to its type endpoint, with `If-None-Exist` when given.
+    pub async fn create(
+        &self,
+        token: Option<&str>,
+        resource: &Value,
+        if_none_exist: Option<&str>,
+    ) -> Result<Created, FhirError> {
+        let resource_type = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .ok_or_else(|| FhirError::Decode("resource has no resourceType".into()))?;
+        let mut request = self.request(Method::POST, self.url(resource_type)?, token).json(resource);
+        if let Some(query) = if_none_exist {
+            request = request.header("If-None-Exist", query);
+        }
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = self.body(response).await?;
+        if !status.is_success() {
+            return Err(status_error(status, &body));
+        }
+        let resource = serde_json::from_slice(&body).ok();
+        Ok(Created { status: status.as_u16(), location, resource })
+    }
+
+    /// POSTs a transaction (or batch) Bundle to the base and returns the response Bundle.
+    pub async fn transaction(&self, token: Option<&str>, bundle: &Bundle) -> Result<Bundle, FhirError> {
+        let url = self.base.clone();
+        let response = self
+            .request(Method::POST, url, token)
+            .header(CONTENT_TYPE, FHIR_JSON)
+            .body(serde_json::to_vec(bundle).map_err(|e| FhirError::Decode(e.to_string()))?)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        let body = self.body(response).await?;
+        if !status.is_success() {
+            return Err(status_error(status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| FhirError::Decode(e.to_string()))
+    }
+
+    async fn get_json(&self, token: Option<&str>, url: Url) -> Result<Value, FhirError> {
+        let response = self.request(Method::GET, url, token).send().await.map_err(transport)?;
+        let status = response.status();
+        let body = self.body(response).await?;
+        if !status.is_success() {
+            return Err(status_error(status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| FhirError::Decode(e.to_string()))
+    }
+
+    fn request(&self, method: Method, url: Url, token: Option<&str>) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, url).header(ACCEPT, FHIR_JSON);
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn body(&self, response: reqwest::Response) -> Result<Vec<u8>, FhirError> {
+        Ok(http::read_capped(response, self.max_body).await?)
+    }
+}
+
+fn with_trailing_slash(mut url: Url) -> Url {
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    url
+}
+
+/// The human text of an OperationOutcome body: `details.text` or `diagnostics` of its issues.
+pub fn outcome_text(body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    if value.get("resourceType")?.as_str()? != "OperationOutcome" {
+        return None;
+    }
+    let texts: Vec<&str> = value
+        .get("issue")?
+        .as_array()?
+        .iter()
+        .filter_map(|issue| {
+            issue
+                .pointer("/details/text")
+                .and_then(Value::as_str)
+                .or_else(|| issue.get("diagnostics").and_then(Value::as_str))
+        })
+        .collect();
+    (!texts.is_empty()).then(|| texts.join("; "))
+}
+
+fn status_error(status: StatusCode, body: &[u8]) -> FhirError {
+    let outcome = outcome_text(body);
+    match status.as_u16() {
+        401 => FhirError::Unauthorized { outcome },
+        403 => FhirError::Forbidden { outcome },
+        404 => FhirError::NotFound { outcome },
+        other => FhirError::Status { status: other, outcome },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn client(base: &str) -> FhirClient {
+        FhirClient::new(reqwest::Client::new(), Url::parse(base).unwrap(), &HttpLimits::default())
+    }
+
+    #[test]
+    fn paging_links_must_stay_under_the_base() {
+        let c = client("https://plan.example/fhir");
+        assert!(c.checked_link("https://plan.example/fhir/Patient?page=2").is_ok());
+        assert!(c.checked_link("Patient?page=2").is_ok());
+        assert!(matches!(
+            c.checked_link("https://evil.example/fhir/Patient?page=2"),
+            Err(FhirError::ForeignLink)
+        ));
+        assert!(matches!(
+            c.checked_link("https://plan.example/other/Patient"),
+            Err(FhirError::ForeignLink)
+        ));
+    }
+
+    #[test]
+    fn urls_join_under_the_base() {
+        let c = client("https://ehr.example/r4");
+        assert_eq!(c.url("Patient/1").unwrap().as_str(), "https://ehr.example/r4/Patient/1");
+        assert_eq!(c.base(), "https://ehr.example/r4");
+    }
+
+    #[test]
+    fn reads_operation_outcome_text() {
+        let body = br#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"invalid","diagnostics":"bad date"}]}"#;
+        assert_eq!(outcome_text(body).as_deref(), Some("bad date"));
+        assert_eq!(outcome_text(b"<html>"), None);
+    }
+}
