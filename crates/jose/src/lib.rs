@@ -193,6 +193,14 @@ pub fn peek_header(token: &str) -> Result<Header, JoseError> {
     jsonwebtoken::decode_header(token).map_err(|e| JoseError::Malformed(e.to_string()))
 }
 
+/// The claims of a JWT, read WITHOUT verifying it: only to find out who claims to have signed
+/// it (`iss`) before looking up that party's keys. Never trust what this returns.
+pub fn peek_claims<C: DeserializeOwned>(token: &str) -> Result<C, JoseError> {
+    jsonwebtoken::dangerous::insecure_decode::<C>(token)
+        .map(|d| d.claims)
+        .map_err(|e| JoseError::Malformed(e.to_string()))
+}
+
 /// What a verifier expects of a JWT besides a good signature.
 #[derive(Debug, Clone, Default)]
 pub struct Expectations<'a> {

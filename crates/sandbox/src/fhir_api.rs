@@ -1,0 +1,330 @@
+//! A FHIR R4 REST API over a [`FhirStore`], enforcing bearer tokens and SMART scopes.
+//! Used for both the sandbox EHR and the sandbox plan.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use smart::scopes::{Permission, ScopeContext, ScopeSet};
+
+use crate::search;
+use crate::store::FhirStore;
+
+/// Verifies the access tokens a sandbox authorization server issued.
+#[derive(Debug, Clone)]
+pub struct TokenVerifier {
+    pub jwks: jose::jwk::JwkSet,
+    pub issuer: String,
+    pub audience: String,
+}
+
+/// The claims of a sandbox access token.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccessClaims {
+    pub sub: String,
+    pub scope: String,
+    #[serde(default)]
+    pub patient: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+}
+
+/// What a verified token allows.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub scopes: ScopeSet,
+    pub patient: Option<String>,
+    pub client_id: Option<String>,
+}
+
+/// How far a granted permission reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    All,
+    Patient(String),
+}
+
+impl Grant {
+    /// `user/` and `system/` scopes reach every record; `patient/` scopes only the patient in
+    /// context.
+    pub fn reach(&self, resource_type: &str, permission: Permission) -> Result<Reach, ApiError> {
+        let contexts = self.scopes.grants(resource_type, permission);
+        if contexts.iter().any(|c| matches!(c, ScopeContext::User | ScopeContext::System)) {
+            return Ok(Reach::All);
+        }
+        if contexts.contains(&ScopeContext::Patient) {
+            return self.patient.clone().map(Reach::Patient).ok_or_else(|| {
+                ApiError::forbidden("a patient/ scope was granted without a patient in context")
+            });
+        }
+        Err(ApiError::forbidden(format!(
+            "the access token's scopes do not allow this on {resource_type}"
+        )))
+    }
+}
+
+impl TokenVerifier {
+    pub fn verify(&self, headers: &HeaderMap) -> Result<Grant, ApiError> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::unauthorized("no bearer token"))?;
+        let claims: AccessClaims = jose::verify(
+            token,
+            &self.jwks,
+            &jose::Expectations {
+                issuers: &[self.issuer.as_str()],
+                audiences: &[self.audience.as_str()],
+                required: &["sub", "iss", "aud"],
+                leeway: Some(0),
+                ..Default::default()
+            },
+        )
+        .map_err(|_| ApiError::unauthorized("the access token is invalid or expired"))?;
+        Ok(Grant { scopes: ScopeSet::parse(&claims.scope), patient: claims.patient, client_id: claims.client_id })
+    }
+}
+
+/// A FHIR error answered as an OperationOutcome.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+    pub fn unauthorized(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "login", m)
+    }
+    pub fn forbidden(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", m)
+    }
+    pub fn invalid(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid", m)
+    }
+}
+
+/// An OperationOutcome with one issue.
+pub fn operation_outcome(severity: &str, code: &str, text: &str) -> Value {
+    json!({
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": severity, "code": code, "details": {"text": text}}]
+    })
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response =
+            (self.status, fhir_json(&operation_outcome("error", self.code, &self.message))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// A JSON body with the FHIR media type.
+pub fn fhir_json(value: &Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+json"))],
+        serde_json::to_vec(value).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// State of one FHIR API.
+#[derive(Debug, Clone)]
+pub struct FhirApi {
+    pub store: Arc<FhirStore>,
+    /// Absolute base URL, without a trailing slash.
+    pub base_url: String,
+    pub tokens: Arc<TokenVerifier>,
+    pub capability: Arc<std::sync::RwLock<Value>>,
+    pub default_page_size: usize,
+}
+
+impl FhirApi {
+    pub fn capability_statement(&self) -> Value {
+        self.capability.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+}
+
+/// Routes of a FHIR API, relative to its base.
+pub fn router(api: FhirApi) -> Router {
+    Router::new()
+        .route("/metadata", get(metadata))
+        .route("/{resource_type}", get(search_type))
+        .route("/{resource_type}/{id}", get(read))
+        .with_state(api)
+}
+
+async fn metadata(State(api): State<FhirApi>) -> Response {
+    fhir_json(&api.capability_statement())
+}
+
+async fn read(
+    State(api): State<FhirApi>,
+    Path((resource_type, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let grant = api.tokens.verify(&headers)?;
+    let reach = grant.reach(&resource_type, Permission::Read)?;
+    let resource = api
+        .store
+        .read(&resource_type, &id)
+        .ok_or_else(|| ApiError::not_found(format!("{resource_type}/{id} is not known")))?;
+    check_reach(&reach, &resource)?;
+    Ok(fhir_json(&resource))
+}
+
+/// Under a patient reach, a resource in the patient compartment must belong to that patient;
+/// resources outside the compartment (Practitioner, Organization…) stay readable.
+pub fn check_reach(reach: &Reach, resource: &Value) -> Result<(), ApiError> {
+    let Reach::Patient(patient) = reach else { return Ok(()) };
+    let resource_type = resource.get("resourceType").and_then(Value::as_str).unwrap_or("");
+    let in_compartment = resource_type == "Patient" || search::compartment_paths(resource_type).is_some();
+    if in_compartment && !search::patients_of(resource).iter().any(|p| p == patient) {
+        return Err(ApiError::forbidden("the resource is outside the patient in context"));
+    }
+    Ok(())
+}
+
+async fn search_type(
+    State(api): State<FhirApi>,
+    Path(resource_type): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !fhir::resource::is_resource_type(&resource_type) {
+        return Err(ApiError::not_found(format!("`{resource_type}` is not a resource type")));
+    }
+    let grant = api.tokens.verify(&headers)?;
+    let reach = grant.reach(&resource_type, Permission::Search)?;
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()).into_owned().collect();
+    let mut filters = search::parse_filters(&resource_type, &params).map_err(ApiError::invalid)?;
+    if let Reach::Patient(patient) = &reach {
+        let confine = if resource_type == "Patient" {
+            Some(("_id", patient.clone()))
+        } else {
+            search::compartment_paths(&resource_type).map(|_| ("patient", patient.clone()))
+        };
+        if let Some((name, value)) = confine {
+            filters.extend(search::parse_filters(&resource_type, &[(name.into(), value)]).map_err(ApiError::invalid)?);
+        }
+    }
+    let results = api.store.search(&resource_type, &filters);
+    Ok(fhir_json(&searchset(&api, &format!("{}/{resource_type}", api.base_url), &params, results)?))
+}
+
+#[derive(Debug, Deserialize)]
+struct Paging {
+    #[serde(rename = "_count")]
+    count: Option<usize>,
+    #[serde(rename = "_offset")]
+    offset: Option<usize>,
+}
+
+/// A searchset Bundle holding one page of `results`, with `self` and `next` links that repeat
+/// the original parameters.
+pub fn searchset(
+    api: &FhirApi,
+    endpoint: &str,
+    params: &[(String, String)],
+    results: Vec<Value>,
+) -> Result<Value, ApiError> {
+    let map: HashMap<String, String> = params.iter().cloned().collect();
+    let paging: Paging = serde_json::from_value(json!({
+        "_count": map.get("_count").map(|c| c.parse::<usize>()).transpose().map_err(|_| ApiError::invalid("_count must be a whole number"))?,
+        "_offset": map.get("_offset").map(|c| c.parse::<usize>()).transpose().map_err(|_| ApiError::invalid("_offset must be a whole number"))?,
+    }))
+    .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let count = paging.count.unwrap_or(api.default_page_size).clamp(1, 1000);
+    let offset = paging.offset.unwrap_or(0);
+    let total = results.len();
+    let link = |offset: usize| {
+        let mut url = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in params.iter().filter(|(k, _)| k != "_offset" && k != "_count") {
+            url.append_pair(k, v);
+        }
+        url.append_pair("_count", &count.to_string());
+        url.append_pair("_offset", &offset.to_string());
+        format!("{endpoint}?{}", url.finish())
+    };
+    let mut links = vec![json!({"relation": "self", "url": link(offset)})];
+    if offset + count < total {
+        links.push(json!({"relation": "next", "url": link(offset + count)}));
+    }
+    let entries: Vec<Value> = results
+        .into_iter()
+        .skip(offset)
+        .take(count)
+        .map(|r| {
+            let full_url = format!(
+                "{}/{}/{}",
+                api.base_url,
+                r.get("resourceType").and_then(Value::as_str).unwrap_or(""),
+                r.get("id").and_then(Value::as_str).unwrap_or("")
+            );
+            json!({"fullUrl": full_url, "resource": r, "search": {"mode": "match"}})
+        })
+        .collect();
+    Ok(json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": total,
+        "link": links,
+        "entry": entries,
+    }))
+}
+
+/// A CapabilityStatement for a server holding `resource_types` with read and search.
+pub fn capability_statement(base_url: &str, name: &str, resource_types: &[&str], smart: Option<&str>) -> Value {
+    let resources: Vec<Value> = resource_types
+        .iter()
+        .map(|t| {
+            json!({
+                "type": t,
+                "interaction": [{"code": "read"}, {"code": "search-type"}],
+            })
+        })
+        .collect();
+    let mut rest = json!({"mode": "server", "resource": resources});
+    if let Some(auth_base) = smart {
+        rest["security"] = json!({
+            "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
+            "extension": [{
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [
+                    {"url": "authorize", "valueUri": format!("{auth_base}/authorize")},
+                    {"url": "token", "valueUri": format!("{auth_base}/token")}
+                ]
+            }]
+        });
+    }
+    json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-01-01",
+        "kind": "instance",
+        "software": {"name": name},
+        "implementation": {"description": name, "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [rest],
+    })
+}

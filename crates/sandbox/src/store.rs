@@ -1,0 +1,238 @@
+//! An in-memory FHIR resource store: the EHR's chart and the plan's claims-derived history.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use serde_json::{json, Value};
+
+use crate::search::{self, Filter};
+
+/// A stored resource version.
+#[derive(Debug, Clone)]
+struct Stored {
+    resource: Value,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// type → id → resource. BTreeMaps keep search results in a stable order.
+    by_type: BTreeMap<String, BTreeMap<String, Stored>>,
+    version: u64,
+}
+
+/// Errors of store operations, each with the HTTP status a FHIR server answers.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the conditional create matched {0} resources; make the criteria more selective")]
+    MultipleMatches(usize),
+}
+
+impl StoreError {
+    pub fn status(&self) -> u16 {
+        match self {
+            StoreError::Invalid(_) => 400,
+            StoreError::NotFound(_) => 404,
+            StoreError::MultipleMatches(_) => 412,
+        }
+    }
+}
+
+/// The outcome of a create.
+#[derive(Debug, Clone)]
+pub enum Created {
+    New(Value),
+    /// A conditional create matched this resource; nothing was written.
+    Existing(Value),
+}
+
+#[derive(Debug, Default)]
+pub struct FhirStore {
+    inner: RwLock<Inner>,
+}
+
+impl FhirStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read_lock(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a resource half-written (writes replace
+        // whole values), so a poisoned lock is still consistent.
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_lock(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores `resource` under its own id (seeding), stamping `meta.versionId`/`lastUpdated`.
+    pub fn put(&self, resource: Value) -> Result<Value, StoreError> {
+        let mut inner = self.write_lock();
+        Self::put_locked(&mut inner, resource)
+    }
+
+    /// Stores many resources under one lock.
+    pub fn put_all(&self, resources: impl IntoIterator<Item = Value>) -> Result<(), StoreError> {
+        let mut inner = self.write_lock();
+        for r in resources {
+            Self::put_locked(&mut inner, r)?;
+        }
+        Ok(())
+    }
+
+    fn put_locked(inner: &mut Inner, mut resource: Value) -> Result<Value, StoreError> {
+        let resource_type = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .ok_or_else(|| StoreError::Invalid("the resource has no resourceType".into()))?
+            .to_owned();
+        let id = match resource.get("id").and_then(Value::as_str) {
+            Some(id) if fhir::resource::is_fhir_id(id) => id.to_owned(),
+            Some(_) => return Err(StoreError::Invalid("the resource id is not a valid FHIR id".into())),
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                resource["id"] = json!(id);
+                id
+            }
+        };
+        inner.version += 1;
+        let meta = resource
+            .as_object_mut()
+            .ok_or_else(|| StoreError::Invalid("the resource is not a JSON object".into()))?
+            .entry("meta")
+            .or_insert_with(|| json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert("versionId".into(), json!(inner.version.to_string()));
+            meta.insert("lastUpdated".into(), json!(now_instant()));
+        }
+        inner
+            .by_type
+            .entry(resource_type)
+            .or_default()
+            .insert(id, Stored { resource: resource.clone() });
+        Ok(resource)
+    }
+
+    pub fn read(&self, resource_type: &str, id: &str) -> Option<Value> {
+        self.read_lock().by_type.get(resource_type)?.get(id).map(|s| s.resource.clone())
+    }
+
+    /// Resources of `resource_type` matching `filters`, in id order.
+    pub fn search(&self, resource_type: &str, filters: &[Filter]) -> Vec<Value> {
+        let inner = self.read_lock();
+        inner
+            .by_type
+            .get(resource_type)
+            .map(|m| {
+                m.values()
+                    .filter(|s| search::matches(&s.resource, filters))
+                    .map(|s| s.resource.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// How many resources of each type are stored.
+    pub fn counts(&self) -> BTreeMap<String, usize> {
+        self.read_lock().by_type.iter().map(|(t, m)| (t.clone(), m.len())).collect()
+    }
+
+    /// Every resource in `patient_id`'s compartment (the Patient itself first).
+    pub fn compartment(&self, patient_id: &str) -> Vec<Value> {
+        let inner = self.read_lock();
+        let mut out = Vec::new();
+        if let Some(p) = inner.by_type.get("Patient").and_then(|m| m.get(patient_id)) {
+            out.push(p.resource.clone());
+        }
+        for (resource_type, resources) in &inner.by_type {
+            if resource_type == "Patient" || search::compartment_paths(resource_type).is_none() {
+                continue;
+            }
+            out.extend(
+                resources
+                    .values()
+                    .filter(|s| search::patients_of(&s.resource).iter().any(|p| p == patient_id))
+                    .map(|s| s.resource.clone()),
+            );
+        }
+        out
+    }
+
+    /// Creates `resource` with a server-assigned id; with `if_none_exist` (a search query
+    /// string) it first searches, and answers with the match instead of creating.
+    pub fn create(&self, mut resource: Value, if_none_exist: Option<&str>) -> Result<Created, StoreError> {
+        let resource_type = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .ok_or_else(|| StoreError::Invalid("the resource has no resourceType".into()))?
+            .to_owned();
+        // Hold the write lock across the check and the write so two racing conditional
+        // creates cannot both create.
+        let mut inner = self.write_lock();
+        if let Some(query) = if_none_exist {
+            let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+            let filters = search::parse_filters(&resource_type, &params).map_err(StoreError::Invalid)?;
+            let found: Vec<&Stored> = inner
+                .by_type
+                .get(&resource_type)
+                .map(|m| m.values().filter(|s| search::matches(&s.resource, &filters)).collect())
+                .unwrap_or_default();
+            match found.len() {
+                0 => {}
+                1 => return Ok(Created::Existing(found[0].resource.clone())),
+                n => return Err(StoreError::MultipleMatches(n)),
+            }
+        }
+        if let Some(obj) = resource.as_object_mut() {
+            obj.insert("id".into(), json!(uuid::Uuid::new_v4().to_string()));
+        }
+        Self::put_locked(&mut inner, resource).map(Created::New)
+    }
+}
+
+/// The current time as a FHIR instant.
+pub fn now_instant() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn put_read_search_and_compartment() {
+        let store = FhirStore::new();
+        store.put(json!({"resourceType": "Patient", "id": "p1"})).unwrap();
+        store
+            .put(json!({"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"}}))
+            .unwrap();
+        store.put(json!({"resourceType": "Organization", "id": "o1"})).unwrap();
+        assert_eq!(store.read("Patient", "p1").unwrap()["meta"]["versionId"], "1");
+        assert_eq!(store.compartment("p1").len(), 2);
+        let filters = search::parse_filters("Condition", &[("patient".into(), "p1".into())]).unwrap();
+        assert_eq!(store.search("Condition", &filters).len(), 1);
+    }
+
+    #[test]
+    fn conditional_create_does_not_duplicate() {
+        let store = FhirStore::new();
+        let r = json!({"resourceType": "Condition", "identifier": [{"system": "urn:plan", "value": "x1"}]});
+        let first = store.create(r.clone(), Some("identifier=urn:plan|x1")).unwrap();
+        assert!(matches!(first, Created::New(_)));
+        let second = store.create(r.clone(), Some("identifier=urn:plan%7Cx1")).unwrap();
+        assert!(matches!(second, Created::Existing(_)));
+        assert_eq!(store.counts()["Condition"], 1);
+        store.create(r.clone(), None).unwrap();
+        assert!(matches!(
+            store.create(r, Some("identifier=urn:plan|x1")),
+            Err(StoreError::MultipleMatches(2))
+        ));
+    }
+}
