@@ -1,1 +1,36 @@
-fn main(){}
+//! `server`: runs Member History (with the embedded sandbox when no configuration is given).
+
+use clap::Parser;
+use server::cli::Cli;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let running = match server::startup::start(cli).await {
+        Ok(running) => running,
+        Err(e) => {
+            tracing::error!("Member History could not start: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    announce(&running);
+    running.wait().await;
+    std::process::ExitCode::SUCCESS
+}
+
+/// Tells the person who started the server where to go.
+#[allow(clippy::print_stdout)]
+fn announce(running: &server::startup::Running) {
+    println!();
+    println!("Member History is running at {}", running.url);
+    if let Some(sandbox) = &running.sandbox {
+        println!("Open the sandbox EHR to launch it: {}/", sandbox.ehr_url());
+    }
+    println!("Press Ctrl-C to stop.");
+}

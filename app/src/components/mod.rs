@@ -1,0 +1,3 @@
+mod banner;
+
+pub use banner::PatientBanner;

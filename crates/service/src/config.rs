@@ -1,0 +1,235 @@
+//! Member History's configuration: the TOML file's shape, checked once at start.
+//! `config/member-history.sample.toml` documents every field.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use url::Url;
+
+/// The resource scopes asked of an EHR unless its entry says otherwise. SMART v2 syntax:
+/// read the launched patient's chart; read the user's Practitioner record and organisations.
+pub const DEFAULT_EHR_SCOPE: &str = "patient/Patient.rs patient/Coverage.rs patient/Encounter.rs \
+     user/Practitioner.r user/PractitionerRole.r user/Organization.r";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// The address clinicians' browsers use to reach Member History. The SMART redirect URI
+    /// is `{public_url}/callback` and the launch URL `{public_url}/launch`.
+    pub public_url: Url,
+    /// Where Member History keeps its generated signing key.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// A PKCS#8 PEM private key (P-384 for ES384, RSA for RS384). Generated in `data_dir`
+    /// on first start when not given.
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
+    /// `ES384` (default) or `RS384`.
+    #[serde(default)]
+    pub signing_alg: SigningAlg,
+    /// Minutes of inactivity after which a browser session ends.
+    #[serde(default = "default_idle_minutes")]
+    pub session_idle_minutes: u64,
+    /// The EHRs Member History may be launched from. Only these are ever contacted.
+    #[serde(default, rename = "ehr")]
+    pub ehrs: Vec<EhrConfig>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+fn default_idle_minutes() -> u64 {
+    60
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum SigningAlg {
+    #[default]
+    ES384,
+    RS384,
+}
+
+impl SigningAlg {
+    pub fn jws(self) -> jose::JwsAlgorithm {
+        match self {
+            SigningAlg::ES384 => jose::JwsAlgorithm::ES384,
+            SigningAlg::RS384 => jose::JwsAlgorithm::RS384,
+        }
+    }
+}
+
+/// One EHR registration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EhrConfig {
+    /// A short stable id (used in URLs of the start page).
+    pub id: String,
+    /// The name clinicians see.
+    pub name: String,
+    /// The EHR's FHIR base URL: the `iss` of its launches.
+    pub issuer: Url,
+    /// Member History's client id at this EHR.
+    pub client_id: String,
+    /// How Member History authenticates at the EHR's token endpoint.
+    #[serde(default)]
+    pub client_auth: ClientAuthConfig,
+    /// Resource scopes to ask for (launch, identity and refresh scopes are added).
+    #[serde(default = "default_scope")]
+    pub scope: String,
+    /// Origins allowed to frame Member History (CSP `frame-ancestors`), e.g. the EHR's web origin.
+    #[serde(default)]
+    pub frame_ancestors: Vec<String>,
+}
+
+fn default_scope() -> String {
+    DEFAULT_EHR_SCOPE.to_owned()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientAuthConfig {
+    /// `private_key_jwt` with our signing key; the EHR has our JWKS URL
+    /// (`{public_url}/.well-known/jwks.json`).
+    #[default]
+    PrivateKeyJwt,
+    /// `client_secret_basic`, the secret read from the named environment variable.
+    ClientSecretBasic { secret_env: String },
+}
+
+/// A configuration that cannot be used, with what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("could not read the configuration file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("the configuration file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl AppConfig {
+    /// Parses TOML text; `origin` names the source in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: AppConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_owned(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and checks a TOML file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Fails fast on what would only break later: duplicate ids, non-HTTP URLs, missing secrets.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !matches!(self.public_url.scheme(), "http" | "https") {
+            return Err(ConfigError::Invalid("public_url must be an http or https URL".into()));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for ehr in &self.ehrs {
+            if !ids.insert(ehr.id.as_str()) {
+                return Err(ConfigError::Invalid(format!("two EHRs have the id `{}`", ehr.id)));
+            }
+            if !matches!(ehr.issuer.scheme(), "http" | "https") {
+                return Err(ConfigError::Invalid(format!("EHR `{}`: issuer must be an http or https URL", ehr.id)));
+            }
+            if let ClientAuthConfig::ClientSecretBasic { secret_env } = &ehr.client_auth {
+                if std::env::var(secret_env).map(|v| v.is_empty()).unwrap_or(true) {
+                    return Err(ConfigError::Invalid(format!(
+                        "EHR `{}`: the environment variable {secret_env} (its client secret) is not set",
+                        ehr.id
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The SMART redirect URI.
+    pub fn redirect_uri(&self) -> Url {
+        join(&self.public_url, "callback")
+    }
+
+    /// The SMART launch URL.
+    pub fn launch_url(&self) -> Url {
+        join(&self.public_url, "launch")
+    }
+
+    /// Our public JWKS URL.
+    pub fn jwks_url(&self) -> Url {
+        join(&self.public_url, ".well-known/jwks.json")
+    }
+
+    /// The EHR whose issuer is `iss` (trailing slashes ignored).
+    pub fn ehr_by_issuer(&self, iss: &str) -> Option<&EhrConfig> {
+        let iss = iss.trim_end_matches('/');
+        self.ehrs.iter().find(|e| e.issuer.as_str().trim_end_matches('/') == iss)
+    }
+}
+
+/// `base` + `/` + `path`, keeping any path prefix of `base`.
+fn join(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let joined = format!("{}/{path}", base.path().trim_end_matches('/'));
+    url.set_path(&joined);
+    url.set_query(None);
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn parses_the_sample_configuration() {
+        let text = include_str!("../../../config/member-history.sample.toml");
+        // The sample names a secret variable; give it a value for the check.
+        std::env::set_var("MH_SAMPLE_EHR_SECRET", "s");
+        let config = AppConfig::from_toml(text, "sample").unwrap();
+        assert!(!config.ehrs.is_empty());
+        assert_eq!(config.redirect_uri().path(), "/callback");
+    }
+
+    #[test]
+    fn refuses_duplicate_ids_and_unknown_fields() {
+        let dup = r#"
+            public_url = "https://mh.example"
+            [[ehr]]
+            id = "a"
+            name = "A"
+            issuer = "https://ehr.example/fhir"
+            client_id = "x"
+            [[ehr]]
+            id = "a"
+            name = "B"
+            issuer = "https://ehr2.example/fhir"
+            client_id = "y"
+        "#;
+        assert!(AppConfig::from_toml(dup, "t").unwrap_err().to_string().contains("two EHRs"));
+        let unknown = "public_url = \"https://mh.example\"\ncolour = \"red\"\n";
+        assert!(AppConfig::from_toml(unknown, "t").is_err());
+    }
+
+    #[test]
+    fn urls_keep_a_path_prefix() {
+        let config = AppConfig::from_toml("public_url = \"https://host.example/mh/\"", "t").unwrap();
+        assert_eq!(config.redirect_uri().as_str(), "https://host.example/mh/callback");
+        assert_eq!(config.jwks_url().as_str(), "https://host.example/mh/.well-known/jwks.json");
+    }
+
+    #[test]
+    fn finds_ehr_by_issuer_ignoring_trailing_slash() {
+        let config = AppConfig::from_toml(
+            "public_url = \"https://mh.example\"\n[[ehr]]\nid = \"a\"\nname = \"A\"\nissuer = \"https://ehr.example/fhir\"\nclient_id = \"x\"\n",
+            "t",
+        )
+        .unwrap();
+        assert!(config.ehr_by_issuer("https://ehr.example/fhir/").is_some());
+        assert!(config.ehr_by_issuer("https://evil.example/fhir").is_none());
+    }
+}

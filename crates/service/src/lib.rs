@@ -1,0 +1,21 @@
+//! Member History's use cases, shared by the axum routes and the Leptos server functions:
+//! the SMART launch, access to the clinician's EMR, and what the review page shows.
+//! Knows tower-sessions' `Session` type, not axum or Leptos.
+
+pub mod config;
+pub mod context;
+pub mod emr;
+pub mod error;
+pub mod launch;
+pub mod launches;
+pub mod session;
+pub mod state;
+
+pub use config::AppConfig;
+pub use error::{LaunchError, ServiceError};
+pub use state::AppState;
+
+/// The EHRs offered on the start page (standalone launch).
+pub fn configured_ehrs(state: &AppState) -> Vec<api::EhrChoice> {
+    state.config.ehrs.iter().map(|e| api::EhrChoice { id: e.id.clone(), name: e.name.clone(), issuer: e.issuer.to_string() }).collect()
+}

@@ -1,0 +1,102 @@
+//! The one `AppState`: configuration, HTTP client, keys, SMART clients and launches. Built
+//! once at start; cloned cheaply into handlers and server functions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use smart::{ClientAuth, Discovery, Secret, SmartClient};
+
+use crate::config::{AppConfig, ClientAuthConfig, EhrConfig};
+use crate::launches::LaunchStore;
+
+/// One configured EHR with its SMART client.
+#[derive(Debug)]
+pub struct EhrRuntime {
+    pub config: EhrConfig,
+    pub client: SmartClient,
+}
+
+#[derive(Debug)]
+pub struct Inner {
+    pub config: AppConfig,
+    pub http: reqwest::Client,
+    pub limits: fhir::http::HttpLimits,
+    pub discovery: Discovery,
+    pub signing_key: Arc<jose::SigningKey>,
+    pub ehrs: Vec<EhrRuntime>,
+    pub launches: LaunchStore,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the state from a checked configuration and our signing key.
+    pub fn new(config: AppConfig, signing_key: jose::SigningKey) -> Self {
+        let limits = fhir::http::HttpLimits::default();
+        let http = fhir::http::client(&limits);
+        let signing_key = Arc::new(signing_key);
+        let ehrs = config
+            .ehrs
+            .iter()
+            .map(|ehr| {
+                let auth = match &ehr.client_auth {
+                    ClientAuthConfig::PrivateKeyJwt => ClientAuth::PrivateKeyJwt { key: signing_key.clone() },
+                    ClientAuthConfig::ClientSecretBasic { secret_env } => ClientAuth::ClientSecretBasic {
+                        // Checked present by `AppConfig::validate`.
+                        secret: Secret::new(std::env::var(secret_env).unwrap_or_default()),
+                    },
+                };
+                EhrRuntime {
+                    config: ehr.clone(),
+                    client: SmartClient::new(ehr.client_id.clone(), config.redirect_uri(), auth, http.clone()),
+                }
+            })
+            .collect();
+        let idle = Duration::from_secs(config.session_idle_minutes.max(1) * 60);
+        AppState(Arc::new(Inner {
+            discovery: Discovery::new(http.clone(), Duration::from_secs(3600)),
+            http,
+            limits,
+            signing_key,
+            ehrs,
+            launches: LaunchStore::new(idle),
+            config,
+        }))
+    }
+
+    pub fn ehr(&self, id: &str) -> Option<&EhrRuntime> {
+        self.ehrs.iter().find(|e| e.config.id == id)
+    }
+
+    pub fn ehr_by_issuer(&self, iss: &str) -> Option<&EhrRuntime> {
+        let iss = iss.trim_end_matches('/');
+        self.ehrs.iter().find(|e| e.config.issuer.as_str().trim_end_matches('/') == iss)
+    }
+
+    /// A FHIR client for the EHR's base URL.
+    pub fn fhir_client(&self, ehr: &EhrRuntime) -> fhir::FhirClient {
+        fhir::FhirClient::new(self.http.clone(), ehr.config.issuer.clone(), &self.limits)
+    }
+
+    /// Our public JWKS (what `/.well-known/jwks.json` serves).
+    pub fn jwks(&self) -> jose::jwk::JwkSet {
+        self.signing_key.jwks()
+    }
+
+    /// Every origin allowed to frame the app (CSP `frame-ancestors`).
+    pub fn frame_ancestors(&self) -> Vec<String> {
+        let mut origins: Vec<String> =
+            self.config.ehrs.iter().flat_map(|e| e.frame_ancestors.iter().cloned()).collect();
+        origins.sort();
+        origins.dedup();
+        origins
+    }
+}

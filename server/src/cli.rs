@@ -1,0 +1,65 @@
+//! Command line and environment. Parsed once at start; `--help` documents every option.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use url::Url;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "server", version, about = "Member History: payer data in the chart (SMART on FHIR app server)")]
+pub struct Cli {
+    /// TOML configuration file (see config/member-history.sample.toml). Without one, the
+    /// embedded sandbox EHR starts and the server configures itself against it: the demo.
+    #[arg(long, env = "MH_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on.
+    #[arg(long, env = "MH_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Overrides `public_url` of the file; in sandbox mode defaults to http://{listen}.
+    #[arg(long, env = "MH_PUBLIC_URL")]
+    pub public_url: Option<Url>,
+
+    /// Overrides `data_dir` of the file (where the generated signing key is kept).
+    #[arg(long, env = "MH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Overrides `signing_key` of the file: a PKCS#8 PEM private key.
+    #[arg(long, env = "MH_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+
+    /// The Trunk-built browser app (index.html, WASM, CSS).
+    #[arg(long, env = "MH_DIST_DIR", default_value = "dist")]
+    pub dist_dir: PathBuf,
+
+    /// Sandbox mode: the sandbox EHR's port (0 picks a free one).
+    #[arg(long, env = "MH_SANDBOX_EHR_PORT", default_value_t = 8081)]
+    pub sandbox_ehr_port: u16,
+
+    /// Sandbox mode: lifetime of the sandbox EHR's access tokens, in seconds.
+    #[arg(long, env = "MH_SANDBOX_TOKEN_TTL", default_value_t = 3600)]
+    pub sandbox_token_ttl: u64,
+
+    /// Sandbox mode: how many synthetic patients the sandbox holds.
+    #[arg(long, env = "MH_SANDBOX_PATIENTS", default_value_t = 12)]
+    pub sandbox_patients: usize,
+}
+
+impl Cli {
+    /// Defaults for a test: any free ports, a given data and dist directory.
+    pub fn for_tests(data_dir: PathBuf, dist_dir: PathBuf) -> Self {
+        Cli {
+            config: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_url: None,
+            data_dir: Some(data_dir),
+            signing_key: None,
+            dist_dir,
+            sandbox_ehr_port: 0,
+            sandbox_token_ttl: 3600,
+            sandbox_patients: 12,
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Start-up: configuration from a file (plus environment overrides), or the embedded sandbox
+//! when there is no file; then the signing key, the state, and the listener.
+
+use std::path::PathBuf;
+
+use sandbox::{ClientJwks, ClientRegistration, Sandbox, SandboxConfig};
+use service::config::{AppConfig, ClientAuthConfig, EhrConfig, DEFAULT_EHR_SCOPE};
+use service::AppState;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use url::Url;
+
+use crate::cli::Cli;
+use crate::frontend::Frontend;
+use crate::session_store::PrunedMemoryStore;
+
+/// Member History's client id at the sandbox EHR.
+pub const SANDBOX_CLIENT_ID: &str = "member-history";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("could not listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Config(#[from] service::config::ConfigError),
+    #[error("signing key: {0}")]
+    Key(#[from] jose::JoseError),
+    #[error("the embedded sandbox could not start: {0}")]
+    Sandbox(#[from] sandbox::SandboxError),
+    #[error("public URL: {0}")]
+    Url(String),
+}
+
+/// How the sandbox EHR learns our public key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxKeys {
+    /// It fetches our JWKS URL, as a real EHR would (the server is listening).
+    JwksUrl,
+    /// It is given the JWKS at registration (tests that drive the router without a socket).
+    Inline,
+}
+
+/// Configuration, state and sandbox, ready to build a router.
+#[derive(Debug)]
+pub struct Prepared {
+    pub state: AppState,
+    pub sandbox: Option<Sandbox>,
+}
+
+/// Reads the configuration file, or (without one) starts the sandbox and configures
+/// against it. `default_public_url` is used when neither the file nor the flags set one.
+pub async fn prepare(cli: &Cli, default_public_url: Url, keys: SandboxKeys) -> Result<Prepared, StartError> {
+    match &cli.config {
+        Some(path) => {
+            let mut config = AppConfig::from_file(path)?;
+            if let Some(url) = &cli.public_url {
+                config.public_url = url.clone();
+            }
+            if let Some(dir) = &cli.data_dir {
+                config.data_dir = dir.clone();
+            }
+            if let Some(key) = &cli.signing_key {
+                config.signing_key = Some(key.clone());
+            }
+            config.validate()?;
+            let key = load_key(&config)?;
+            Ok(Prepared { state: AppState::new(config, key), sandbox: None })
+        }
+        None => {
+            let public_url = cli.public_url.clone().unwrap_or(default_public_url);
+            let mut config = AppConfig::from_toml(&format!("public_url = \"{public_url}\""), "sandbox defaults")?;
+            config.data_dir = cli.data_dir.clone().unwrap_or_else(|| PathBuf::from("data"));
+            config.signing_key = cli.signing_key.clone();
+            let key = load_key(&config)?;
+            let jwks = match keys {
+                SandboxKeys::JwksUrl => ClientJwks::Url(config.jwks_url().to_string()),
+                SandboxKeys::Inline => ClientJwks::Inline(key.jwks()),
+            };
+            let sandbox = Sandbox::start(SandboxConfig {
+                ehr_port: cli.sandbox_ehr_port,
+                patients: cli.sandbox_patients,
+                access_token_ttl_secs: cli.sandbox_token_ttl,
+                clients: vec![ClientRegistration {
+                    client_id: SANDBOX_CLIENT_ID.into(),
+                    name: "Member History".into(),
+                    redirect_uris: vec![config.redirect_uri().to_string()],
+                    launch_url: config.launch_url().to_string(),
+                    jwks: Some(jwks),
+                    client_secret: None,
+                }],
+                ..SandboxConfig::default()
+            })
+            .await?;
+            config.ehrs.push(EhrConfig {
+                id: "sandbox-ehr".into(),
+                name: "Sandbox EHR".into(),
+                issuer: sandbox.ehr_fhir_base().clone(),
+                client_id: SANDBOX_CLIENT_ID.into(),
+                client_auth: ClientAuthConfig::PrivateKeyJwt,
+                scope: DEFAULT_EHR_SCOPE.into(),
+                frame_ancestors: vec![sandbox.ehr_url().to_owned()],
+            });
+            config.validate()?;
+            Ok(Prepared { state: AppState::new(config, key), sandbox: Some(sandbox) })
+        }
+    }
+}
+
+fn load_key(config: &AppConfig) -> Result<jose::SigningKey, StartError> {
+    let path = config.signing_key.clone().unwrap_or_else(|| {
+        let name = match config.signing_alg {
+            service::config::SigningAlg::ES384 => "signing-key-es384.pem",
+            service::config::SigningAlg::RS384 => "signing-key-rs384.pem",
+        };
+        config.data_dir.join(name)
+    });
+    Ok(jose::SigningKey::load_or_generate(&path, config.signing_alg.jws())?)
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the app is served.
+    pub url: Url,
+    pub state: AppState,
+    pub sandbox: Option<Sandbox>,
+    pub sessions: PrunedMemoryStore,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Serves until the process is asked to stop.
+    pub async fn wait(mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Binds, prepares and serves in the background.
+pub async fn start(cli: Cli) -> Result<Running, StartError> {
+    let listener = TcpListener::bind(cli.listen).await.map_err(|source| StartError::Listen { addr: cli.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: cli.listen, source })?;
+    let default_url = Url::parse(&format!("http://{addr}")).map_err(|e| StartError::Url(e.to_string()))?;
+    let prepared = prepare(&cli, default_url, SandboxKeys::JwksUrl).await?;
+    let frontend = Frontend::load(&cli.dist_dir);
+    let sessions = PrunedMemoryStore::default();
+    crate::register_server_fns();
+    let router = crate::router(prepared.state.clone(), frontend, sessions.clone());
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await {
+            tracing::error!(error = %e, "server stopped");
+        }
+    });
+    Ok(Running {
+        url: prepared.state.config.public_url.clone(),
+        state: prepared.state,
+        sandbox: prepared.sandbox,
+        sessions,
+        task,
+    })
+}
+
+async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
