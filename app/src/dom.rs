@@ -12,9 +12,8 @@ pub fn launch_error_from_meta() -> Option<LaunchErrorCode> {
 /// Applies the EHR's SMART style as CSS custom properties on the root element. CSSOM writes
 /// are allowed under our CSP (no `style` attributes are parsed).
 pub fn apply_smart_style(style: &SmartStyle) {
-    let Some(root) = web_sys::window()
-        .and_then(|w| w.document())
-        .and_then(|d| d.document_element())
+    let Some(root) =
+        web_sys::window().and_then(|w| w.document()).and_then(|d| d.document_element())
     else {
         return;
     };

@@ -7,7 +7,11 @@ use clap::Parser;
 use url::Url;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "server", version, about = "Member History: payer data in the chart (SMART on FHIR app server)")]
+#[command(
+    name = "server",
+    version,
+    about = "Member History: payer data in the chart (SMART on FHIR app server)"
+)]
 pub struct Cli {
     /// TOML configuration file (see config/member-history.sample.toml). Without one, the
     /// embedded sandbox EHR starts and the server configures itself against it: the demo.

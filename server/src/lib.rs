@@ -45,7 +45,9 @@ pub fn router(state: AppState, frontend: Frontend, sessions: PrunedMemoryStore) 
         .with_http_only(true)
         .with_same_site(SameSite::Lax)
         .with_secure(config.public_url.scheme() == "https")
-        .with_expiry(Expiry::OnInactivity(Duration::minutes(config.session_idle_minutes.max(1) as i64)));
+        .with_expiry(Expiry::OnInactivity(Duration::minutes(
+            config.session_idle_minutes.max(1) as i64
+        )));
     let frontend = Arc::new(frontend);
     let server = ServerState { app: state, frontend: frontend.clone() };
 
@@ -71,7 +73,8 @@ pub fn router(state: AppState, frontend: Frontend, sessions: PrunedMemoryStore) 
 }
 
 async fn server_fns(State(state): State<AppState>, request: Request<Body>) -> impl IntoResponse {
-    leptos_axum::handle_server_fns_with_context(move || provide_context(state.clone()), request).await
+    leptos_axum::handle_server_fns_with_context(move || provide_context(state.clone()), request)
+        .await
 }
 
 /// Makes sure the app crate (and so its server functions) is linked in.

@@ -36,7 +36,8 @@ impl SecurityHeaders {
              connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors {ancestors}"
         );
         Self {
-            csp: HeaderValue::from_str(&csp).unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'")),
+            csp: HeaderValue::from_str(&csp)
+                .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'")),
             hsts: public_url.scheme() == "https",
             origin: public_url.origin().ascii_serialization(),
         }
@@ -45,7 +46,11 @@ impl SecurityHeaders {
 
 /// Adds CSP, `nosniff`, `no-referrer` (launch and callback URLs carry codes and state),
 /// HSTS on https, and `no-store` on anything that is not a static asset.
-pub async fn headers(State(config): State<Arc<SecurityHeaders>>, request: Request, next: Next) -> Response {
+pub async fn headers(
+    State(config): State<Arc<SecurityHeaders>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let dynamic = is_dynamic(request.uri().path());
     let mut response = next.run(request).await;
     let h = response.headers_mut();
@@ -73,7 +78,11 @@ fn is_dynamic(path: &str) -> bool {
 
 /// Server functions accept only same-origin calls: a POST carrying another site's `Origin`
 /// is refused before it reaches any function.
-pub async fn same_origin(State(config): State<Arc<SecurityHeaders>>, request: Request<Body>, next: Next) -> Response {
+pub async fn same_origin(
+    State(config): State<Arc<SecurityHeaders>>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
     if request.method() == Method::POST {
         let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
         if origin.is_some_and(|o| o != config.origin) {
@@ -90,7 +99,10 @@ mod tests {
     #[test]
     fn csp_has_the_required_directives() {
         let url = url::Url::parse("https://mh.example").unwrap_or_else(|_| unreachable!());
-        let h = SecurityHeaders::new(&url, &["https://ehr.example".into(), "bad\"; script-src *".into()]);
+        let h = SecurityHeaders::new(
+            &url,
+            &["https://ehr.example".into(), "bad\"; script-src *".into()],
+        );
         let csp = h.csp.to_str().unwrap_or_default().to_owned();
         assert!(csp.starts_with("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'"));
         assert!(csp.ends_with("frame-ancestors https://ehr.example"));

@@ -49,7 +49,11 @@ pub struct Prepared {
 
 /// Reads the configuration file, or (without one) starts the sandbox and configures
 /// against it. `default_public_url` is used when neither the file nor the flags set one.
-pub async fn prepare(cli: &Cli, default_public_url: Url, keys: SandboxKeys) -> Result<Prepared, StartError> {
+pub async fn prepare(
+    cli: &Cli,
+    default_public_url: Url,
+    keys: SandboxKeys,
+) -> Result<Prepared, StartError> {
     match &cli.config {
         Some(path) => {
             let mut config = AppConfig::from_file(path)?;
@@ -68,7 +72,10 @@ pub async fn prepare(cli: &Cli, default_public_url: Url, keys: SandboxKeys) -> R
         }
         None => {
             let public_url = cli.public_url.clone().unwrap_or(default_public_url);
-            let mut config = AppConfig::from_toml(&format!("public_url = \"{public_url}\""), "sandbox defaults")?;
+            let mut config = AppConfig::from_toml(
+                &format!("public_url = \"{public_url}\""),
+                "sandbox defaults",
+            )?;
             config.data_dir = cli.data_dir.clone().unwrap_or_else(|| PathBuf::from("data"));
             config.signing_key = cli.signing_key.clone();
             let key = load_key(&config)?;
@@ -143,16 +150,22 @@ impl Drop for Running {
 
 /// Binds, prepares and serves in the background.
 pub async fn start(cli: Cli) -> Result<Running, StartError> {
-    let listener = TcpListener::bind(cli.listen).await.map_err(|source| StartError::Listen { addr: cli.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: cli.listen, source })?;
-    let default_url = Url::parse(&format!("http://{addr}")).map_err(|e| StartError::Url(e.to_string()))?;
+    let listener = TcpListener::bind(cli.listen)
+        .await
+        .map_err(|source| StartError::Listen { addr: cli.listen, source })?;
+    let addr =
+        listener.local_addr().map_err(|source| StartError::Listen { addr: cli.listen, source })?;
+    let default_url =
+        Url::parse(&format!("http://{addr}")).map_err(|e| StartError::Url(e.to_string()))?;
     let prepared = prepare(&cli, default_url, SandboxKeys::JwksUrl).await?;
     let frontend = Frontend::load(&cli.dist_dir);
     let sessions = PrunedMemoryStore::default();
     crate::register_server_fns();
     let router = crate::router(prepared.state.clone(), frontend, sessions.clone());
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await {
+        if let Err(e) =
+            axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await
+        {
             tracing::error!(error = %e, "server stopped");
         }
     });

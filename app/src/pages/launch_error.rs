@@ -9,7 +9,7 @@ pub fn LaunchErrorPage(code: LaunchErrorCode) -> impl IntoView {
             <h1>{code.title()}</h1>
             <p class="what-happened">{code.what_happened()}</p>
             <p class="what-to-do"><strong>"What to do: "</strong>{code.what_to_do()}</p>
-            <p><a class="button" href="/">"Start page"</a></p>
+            <p><a class="button" href="/" rel="external">"Start page"</a></p>
         </section>
     }
 }

@@ -14,7 +14,7 @@ pub fn NotFound() -> impl IntoView {
         <section class="page message">
             <h1>"Page not found"</h1>
             <p>"There is nothing at this address. Launch Member History from a patient's chart, or open the start page."</p>
-            <p><a class="button" href="/">"Start page"</a></p>
+            <p><a class="button" href="/" rel="external">"Start page"</a></p>
         </section>
     }
 }

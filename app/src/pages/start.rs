@@ -25,7 +25,7 @@ pub fn StartPage() -> impl IntoView {
                                 {list.into_iter().map(|ehr| {
                                     let href = format!("/launch?iss={}", encode(&ehr.issuer));
                                     view! {
-                                        <li><a class="button" href=href data-ehr=ehr.id.clone()>{format!("Sign in with {}", ehr.name)}</a></li>
+                                        <li><a class="button" href=href rel="external" data-ehr=ehr.id.clone()>{format!("Sign in with {}", ehr.name)}</a></li>
                                     }
                                 }).collect_view()}
                             </ul>
@@ -44,7 +44,9 @@ fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -68,7 +68,9 @@ impl LaunchErrorCode {
     /// A short heading.
     pub fn title(self) -> &'static str {
         match self {
-            LaunchErrorCode::UnknownIssuer | LaunchErrorCode::MissingIssuer => "This EHR is not set up for Member History",
+            LaunchErrorCode::UnknownIssuer | LaunchErrorCode::MissingIssuer => {
+                "This EHR is not set up for Member History"
+            }
             LaunchErrorCode::ConsentDenied => "Access was not granted",
             LaunchErrorCode::AuthorizationFailed => "The EHR did not authorize Member History",
             LaunchErrorCode::StateMismatch => "This sign-in could not be verified",
@@ -122,7 +124,9 @@ impl LaunchErrorCode {
             | LaunchErrorCode::MissingIssuer
             | LaunchErrorCode::StateMismatch
             | LaunchErrorCode::NoPatient => 400,
-            LaunchErrorCode::ConsentDenied | LaunchErrorCode::AuthorizationFailed | LaunchErrorCode::TokenRefused => 403,
+            LaunchErrorCode::ConsentDenied
+            | LaunchErrorCode::AuthorizationFailed
+            | LaunchErrorCode::TokenRefused => 403,
             LaunchErrorCode::SessionExpired => 401,
             LaunchErrorCode::EhrUnreachable | LaunchErrorCode::EhrMisconfigured => 502,
             LaunchErrorCode::Internal => 500,

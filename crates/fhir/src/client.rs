@@ -134,7 +134,11 @@ impl FhirClient {
     }
 
     /// Reads a reference relative to the base (`Practitioner/1`).
-    pub async fn read_reference(&self, token: Option<&str>, reference: &str) -> Result<Value, FhirError> {
+    pub async fn read_reference(
+        &self,
+        token: Option<&str>,
+        reference: &str,
+    ) -> Result<Value, FhirError> {
         let url = self.url(reference)?;
         self.get_json(token, url).await
     }
@@ -205,7 +209,8 @@ impl FhirClient {
             .get("resourceType")
             .and_then(Value::as_str)
             .ok_or_else(|| FhirError::Decode("resource has no resourceType".into()))?;
-        let mut request = self.request(Method::POST, self.url(resource_type)?, token).json(resource);
+        let mut request =
+            self.request(Method::POST, self.url(resource_type)?, token).json(resource);
         if let Some(query) = if_none_exist {
             request = request.header("If-None-Exist", query);
         }
@@ -225,7 +230,11 @@ impl FhirClient {
     }
 
     /// POSTs a transaction (or batch) Bundle to the base and returns the response Bundle.
-    pub async fn transaction(&self, token: Option<&str>, bundle: &Bundle) -> Result<Bundle, FhirError> {
+    pub async fn transaction(
+        &self,
+        token: Option<&str>,
+        bundle: &Bundle,
+    ) -> Result<Bundle, FhirError> {
         let url = self.base.clone();
         let response = self
             .request(Method::POST, url, token)

@@ -90,12 +90,14 @@ impl Reference {
 /// A resource type name: starts with an upper-case ASCII letter, letters only.
 pub fn is_resource_type(s: &str) -> bool {
     let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_uppercase()) && chars.all(|c| c.is_ascii_alphabetic())
+    matches!(chars.next(), Some(c) if c.is_ascii_uppercase())
+        && chars.all(|c| c.is_ascii_alphabetic())
 }
 
 /// FHIR id syntax: `[A-Za-z0-9\-\.]{1,64}`.
 pub fn is_fhir_id(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    (1..=64).contains(&s.len())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
 }
 
 /// The id in a reference to a resource of type `resource_type` (`Patient/1` → `1`).
@@ -109,9 +111,8 @@ pub fn reference_id<'a>(reference: &'a str, resource_type: &str) -> Option<&'a s
 /// `text` when present, else `prefix given family suffix`.
 pub fn display_name(resource: &Value) -> Option<String> {
     let names = resource.get("name")?.as_array()?;
-    let pick = |wanted: &str| {
-        names.iter().find(|n| n.get("use").and_then(Value::as_str) == Some(wanted))
-    };
+    let pick =
+        |wanted: &str| names.iter().find(|n| n.get("use").and_then(Value::as_str) == Some(wanted));
     let name = pick("official").or_else(|| pick("usual")).or_else(|| names.first())?;
     if let Some(text) = name.get("text").and_then(Value::as_str) {
         if !text.trim().is_empty() {
@@ -138,12 +139,9 @@ pub fn display_name(resource: &Value) -> Option<String> {
 /// (e.g. `MR` for medical record number, `MB` for member number).
 pub fn first_identifier_of_type<'a>(resource: &'a Value, code: &str) -> Option<&'a Value> {
     resource.get("identifier")?.as_array()?.iter().find(|identifier| {
-        identifier
-            .pointer("/type/coding")
-            .and_then(Value::as_array)
-            .is_some_and(|codings| {
-                codings.iter().any(|c| c.get("code").and_then(Value::as_str) == Some(code))
-            })
+        identifier.pointer("/type/coding").and_then(Value::as_array).is_some_and(|codings| {
+            codings.iter().any(|c| c.get("code").and_then(Value::as_str) == Some(code))
+        })
     })
 }
 
@@ -176,10 +174,7 @@ mod tests {
 
     #[test]
     fn parses_references() {
-        assert_eq!(
-            Reference::parse("Patient/123").local().as_deref(),
-            Some("Patient/123")
-        );
+        assert_eq!(Reference::parse("Patient/123").local().as_deref(), Some("Patient/123"));
         assert_eq!(
             Reference::parse("https://ehr.example/fhir/Patient/123/_history/4").local().as_deref(),
             Some("Patient/123")

@@ -167,7 +167,8 @@ impl SigningKey {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     file.write_all(bytes)
 }
 
@@ -293,7 +294,12 @@ mod tests {
         let got: Claims = verify(
             &token,
             &key.jwks(),
-            &Expectations { issuers: &["me"], audiences: &["you"], required: &["jti"], ..Default::default() },
+            &Expectations {
+                issuers: &["me"],
+                audiences: &["you"],
+                required: &["jti"],
+                ..Default::default()
+            },
         )
         .unwrap();
         assert_eq!(got.iss, "me");

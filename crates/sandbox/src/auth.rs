@@ -123,6 +123,9 @@ pub struct AuthServer {
     http: reqwest::Client,
     state: Mutex<AuthState>,
     pub stats: AuthStats,
+    /// `jti`s of access tokens issued so far (for revocation in tests).
+    issued: Mutex<Vec<String>>,
+    revoked: std::sync::Arc<Mutex<HashSet<String>>>,
 }
 
 /// The capabilities the sandbox EHR advertises.
@@ -150,7 +153,12 @@ pub const CAPABILITIES: &[&str] = &[
 #[derive(Debug)]
 pub enum AuthorizeError {
     Page(StatusCode, String),
-    Redirect { redirect_uri: String, state: Option<String>, error: &'static str, description: String },
+    Redirect {
+        redirect_uri: String,
+        state: Option<String>,
+        error: &'static str,
+        description: String,
+    },
 }
 
 #[derive(Debug)]
@@ -162,14 +170,22 @@ pub struct TokenError {
 
 impl TokenError {
     fn new(error: &'static str, description: impl Into<String>) -> Self {
-        let status = if error == "invalid_client" { StatusCode::UNAUTHORIZED } else { StatusCode::BAD_REQUEST };
+        let status = if error == "invalid_client" {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::BAD_REQUEST
+        };
         Self { status, error, description: description.into() }
     }
 }
 
 impl IntoResponse for TokenError {
     fn into_response(self) -> Response {
-        let mut r = (self.status, Json(json!({"error": self.error, "error_description": self.description}))).into_response();
+        let mut r = (
+            self.status,
+            Json(json!({"error": self.error, "error_description": self.description})),
+        )
+            .into_response();
         no_store(r.headers_mut());
         r
     }
@@ -202,6 +218,9 @@ pub enum AuthorizeOutcome {
     /// Show the patient picker for this request id.
     Picker { request_id: String, needs_patient: bool },
 }
+
+/// Query parameters for a redirect back to the client.
+pub type RedirectParams = Vec<(&'static str, String)>;
 
 /// The picker's form.
 #[derive(Debug, Clone, Deserialize)]
@@ -273,6 +292,8 @@ impl AuthServer {
             http,
             state: Mutex::default(),
             stats: AuthStats::default(),
+            issued: Mutex::default(),
+            revoked: std::sync::Arc::default(),
         }
     }
 
@@ -286,7 +307,20 @@ impl AuthServer {
 
     /// A verifier for the access tokens this server issues.
     pub fn verifier(&self) -> TokenVerifier {
-        TokenVerifier { jwks: self.key.jwks(), issuer: self.issuer.clone(), audience: self.fhir_base.clone() }
+        TokenVerifier {
+            jwks: self.key.jwks(),
+            issuer: self.issuer.clone(),
+            audience: self.fhir_base.clone(),
+            revoked: self.revoked.clone(),
+        }
+    }
+
+    /// Stops honouring every access token issued so far (as an EHR does when a session is
+    /// ended early); refresh tokens stay valid.
+    pub fn revoke_issued_access_tokens(&self) {
+        let issued: Vec<String> =
+            std::mem::take(&mut *self.issued.lock().unwrap_or_else(|p| p.into_inner()));
+        self.revoked.lock().unwrap_or_else(|p| p.into_inner()).extend(issued);
     }
 
     pub fn client(&self, client_id: &str) -> Option<&ClientRegistration> {
@@ -337,7 +371,10 @@ impl AuthServer {
     pub fn authorize(&self, p: &AuthorizeParams) -> Result<AuthorizeOutcome, AuthorizeError> {
         let client_id = p.client_id.as_deref().unwrap_or_default();
         let Some(client) = self.client(client_id) else {
-            return Err(AuthorizeError::Page(StatusCode::BAD_REQUEST, format!("Unknown client_id `{client_id}`.")));
+            return Err(AuthorizeError::Page(
+                StatusCode::BAD_REQUEST,
+                format!("Unknown client_id `{client_id}`."),
+            ));
         };
         let redirect_uri = p.redirect_uri.clone().unwrap_or_default();
         if !client.redirect_uris.contains(&redirect_uri) {
@@ -359,8 +396,13 @@ impl AuthServer {
             return Err(fail("invalid_request", "state is required"));
         }
         let challenge = p.code_challenge.clone().unwrap_or_default();
-        if p.code_challenge_method.as_deref() != Some("S256") || !(43..=128).contains(&challenge.len()) {
-            return Err(fail("invalid_request", "PKCE with code_challenge_method S256 is required"));
+        if p.code_challenge_method.as_deref() != Some("S256")
+            || !(43..=128).contains(&challenge.len())
+        {
+            return Err(fail(
+                "invalid_request",
+                "PKCE with code_challenge_method S256 is required",
+            ));
         }
         if p.aud.as_deref().map(|a| a.trim_end_matches('/')) != Some(self.fhir_base.as_str()) {
             return Err(fail("invalid_request", "aud must be this EHR's FHIR base URL"));
@@ -372,12 +414,16 @@ impl AuthServer {
         }
         let now = jose::now();
         if scopes.contains("launch") || p.launch.is_some() {
-            let launch_id = p.launch.as_deref().ok_or_else(|| fail("invalid_request", "the launch scope needs a launch parameter"))?;
+            let launch_id = p.launch.as_deref().ok_or_else(|| {
+                fail("invalid_request", "the launch scope needs a launch parameter")
+            })?;
             let mut state = self.lock();
             let record = state.launches.remove(launch_id).filter(|l| l.expires_at > now);
             drop(state);
-            let record = record.ok_or_else(|| fail("invalid_request", "the launch is unknown, used or expired"))?;
-            let code = self.issue_code(client_id, &redirect_uri, &challenge, &scope, record.context);
+            let record = record
+                .ok_or_else(|| fail("invalid_request", "the launch is unknown, used or expired"))?;
+            let code =
+                self.issue_code(client_id, &redirect_uri, &challenge, &scope, record.context);
             return Ok(AuthorizeOutcome::Code(code));
         }
         let request_id = random_token();
@@ -394,19 +440,28 @@ impl AuthServer {
                 expires_at: now + 600,
             },
         );
-        Ok(AuthorizeOutcome::Picker { request_id, needs_patient: scopes.contains("launch/patient") })
+        Ok(AuthorizeOutcome::Picker {
+            request_id,
+            needs_patient: scopes.contains("launch/patient"),
+        })
     }
 
     /// The picker's answer: a code, or `access_denied`.
-    pub fn decide(&self, d: &Decision) -> Result<(String, Vec<(&'static str, String)>), AuthorizeError> {
+    pub fn decide(
+        &self,
+        d: &Decision,
+    ) -> Result<(String, RedirectParams), AuthorizeError> {
         let now = jose::now();
-        let request = self
-            .lock()
-            .requests
-            .remove(&d.request_id)
-            .filter(|r| r.expires_at > now)
-            .ok_or_else(|| AuthorizeError::Page(StatusCode::BAD_REQUEST, "This sign-in request has expired. Start again from the app.".into()))?;
-        let mut params: Vec<(&'static str, String)> = Vec::new();
+        let request =
+            self.lock().requests.remove(&d.request_id).filter(|r| r.expires_at > now).ok_or_else(
+                || {
+                    AuthorizeError::Page(
+                        StatusCode::BAD_REQUEST,
+                        "This sign-in request has expired. Start again from the app.".into(),
+                    )
+                },
+            )?;
+        let mut params: RedirectParams = Vec::new();
         if d.decision != "allow" {
             params.push(("error", "access_denied".into()));
             params.push(("error_description", "The user denied access".into()));
@@ -423,7 +478,13 @@ impl AuthServer {
                     need_patient_banner: true,
                     ..Default::default()
                 };
-                let code = self.issue_code(&request.client_id, &request.redirect_uri, &request.code_challenge, &request.scope, context);
+                let code = self.issue_code(
+                    &request.client_id,
+                    &request.redirect_uri,
+                    &request.code_challenge,
+                    &request.scope,
+                    context,
+                );
                 params.push(("code", code));
             }
         }
@@ -433,7 +494,14 @@ impl AuthServer {
         Ok((request.redirect_uri, params))
     }
 
-    fn issue_code(&self, client_id: &str, redirect_uri: &str, challenge: &str, scope: &str, context: LaunchContext) -> String {
+    fn issue_code(
+        &self,
+        client_id: &str,
+        redirect_uri: &str,
+        challenge: &str,
+        scope: &str,
+        context: LaunchContext,
+    ) -> String {
         let code = random_token();
         let now = jose::now();
         let mut state = self.lock();
@@ -467,7 +535,10 @@ impl AuthServer {
         let now = jose::now();
         match p.grant_type.as_deref() {
             Some("authorization_code") => {
-                let code = p.code.as_deref().ok_or_else(|| TokenError::new("invalid_request", "code is required"))?;
+                let code = p
+                    .code
+                    .as_deref()
+                    .ok_or_else(|| TokenError::new("invalid_request", "code is required"))?;
                 let mut state = self.lock();
                 let grant = state.codes.remove(code);
                 let replayed = grant.is_none() && state.used_codes.contains(code);
@@ -476,37 +547,70 @@ impl AuthServer {
                 }
                 drop(state);
                 let grant = grant.ok_or_else(|| {
-                    TokenError::new("invalid_grant", if replayed { "the authorization code was already used" } else { "unknown authorization code" })
+                    TokenError::new(
+                        "invalid_grant",
+                        if replayed {
+                            "the authorization code was already used"
+                        } else {
+                            "unknown authorization code"
+                        },
+                    )
                 })?;
                 if grant.expires_at <= now {
-                    return Err(TokenError::new("invalid_grant", "the authorization code has expired"));
+                    return Err(TokenError::new(
+                        "invalid_grant",
+                        "the authorization code has expired",
+                    ));
                 }
                 if grant.client_id != client_id {
-                    return Err(TokenError::new("invalid_grant", "the code was issued to another client"));
+                    return Err(TokenError::new(
+                        "invalid_grant",
+                        "the code was issued to another client",
+                    ));
                 }
                 if p.redirect_uri.as_deref() != Some(grant.redirect_uri.as_str()) {
-                    return Err(TokenError::new("invalid_grant", "redirect_uri does not match the authorization request"));
+                    return Err(TokenError::new(
+                        "invalid_grant",
+                        "redirect_uri does not match the authorization request",
+                    ));
                 }
-                let verifier = p.code_verifier.as_deref().ok_or_else(|| TokenError::new("invalid_grant", "code_verifier is required"))?;
-                let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+                let verifier = p
+                    .code_verifier
+                    .as_deref()
+                    .ok_or_else(|| TokenError::new("invalid_grant", "code_verifier is required"))?;
+                let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(Sha256::digest(verifier.as_bytes()));
                 if !constant_time_eq(computed.as_bytes(), grant.code_challenge.as_bytes()) {
-                    return Err(TokenError::new("invalid_grant", "code_verifier does not match the code_challenge"));
+                    return Err(TokenError::new(
+                        "invalid_grant",
+                        "code_verifier does not match the code_challenge",
+                    ));
                 }
                 self.stats.code_exchanges.fetch_add(1, Ordering::Relaxed);
                 self.issue_tokens(&client_id, &grant.scope, &grant.context, true, now)
             }
             Some("refresh_token") => {
-                let token = p.refresh_token.as_deref().ok_or_else(|| TokenError::new("invalid_request", "refresh_token is required"))?;
+                let token = p.refresh_token.as_deref().ok_or_else(|| {
+                    TokenError::new("invalid_request", "refresh_token is required")
+                })?;
                 let grant = self.lock().refresh.get(token).cloned().filter(|g| g.expires_at > now);
-                let grant = grant.ok_or_else(|| TokenError::new("invalid_grant", "unknown or expired refresh token"))?;
+                let grant = grant.ok_or_else(|| {
+                    TokenError::new("invalid_grant", "unknown or expired refresh token")
+                })?;
                 if grant.client_id != client_id {
-                    return Err(TokenError::new("invalid_grant", "the refresh token belongs to another client"));
+                    return Err(TokenError::new(
+                        "invalid_grant",
+                        "the refresh token belongs to another client",
+                    ));
                 }
                 let scope = match &p.scope {
                     Some(requested) => {
                         let granted = ScopeSet::parse(&grant.scope);
                         if requested.split_whitespace().any(|s| !granted.contains(s)) {
-                            return Err(TokenError::new("invalid_scope", "a refresh may only narrow the scopes"));
+                            return Err(TokenError::new(
+                                "invalid_scope",
+                                "a refresh may only narrow the scopes",
+                            ));
                         }
                         requested.clone()
                     }
@@ -520,38 +624,60 @@ impl AuthServer {
             }
             Some("client_credentials") => {
                 if !asymmetric {
-                    return Err(TokenError::new("unauthorized_client", "client_credentials needs private_key_jwt"));
+                    return Err(TokenError::new(
+                        "unauthorized_client",
+                        "client_credentials needs private_key_jwt",
+                    ));
                 }
                 let scope = p.scope.clone().unwrap_or_default();
                 let context = LaunchContext { practitioner: String::new(), ..Default::default() };
                 let mut body = self.issue_tokens(&client_id, &scope, &context, false, now)?;
                 if let Some(map) = body.as_object_mut() {
-                    map.retain(|k, _| matches!(k.as_str(), "access_token" | "token_type" | "expires_in" | "scope"));
+                    map.retain(|k, _| {
+                        matches!(k.as_str(), "access_token" | "token_type" | "expires_in" | "scope")
+                    });
                 }
                 Ok(body)
             }
-            _ => Err(TokenError::new("unsupported_grant_type", "grant_type must be authorization_code, refresh_token or client_credentials")),
+            _ => Err(TokenError::new(
+                "unsupported_grant_type",
+                "grant_type must be authorization_code, refresh_token or client_credentials",
+            )),
         }
     }
 
-    fn issue_tokens(&self, client_id: &str, scope: &str, context: &LaunchContext, first: bool, now: u64) -> Result<Value, TokenError> {
+    fn issue_tokens(
+        &self,
+        client_id: &str,
+        scope: &str,
+        context: &LaunchContext,
+        first: bool,
+        now: u64,
+    ) -> Result<Value, TokenError> {
         let scopes = ScopeSet::parse(scope);
-        let fhir_user = (!context.practitioner.is_empty()).then(|| format!("{}/Practitioner/{}", self.fhir_base, context.practitioner));
-        let subject = if context.practitioner.is_empty() { client_id } else { context.practitioner.as_str() };
+        let fhir_user = (!context.practitioner.is_empty())
+            .then(|| format!("{}/Practitioner/{}", self.fhir_base, context.practitioner));
+        let subject =
+            if context.practitioner.is_empty() { client_id } else { context.practitioner.as_str() };
+        let jti = jose::new_jti();
+        self.issued.lock().unwrap_or_else(|p| p.into_inner()).push(jti.clone());
         let claims = AccessTokenClaims {
             iss: &self.issuer,
             sub: subject,
             aud: &self.fhir_base,
             exp: now + self.access_token_ttl,
             iat: now,
-            jti: jose::new_jti(),
+            jti,
             client_id,
             scope,
             patient: context.patient.as_deref(),
             encounter: context.encounter.as_deref(),
             fhir_user: fhir_user.clone(),
         };
-        let access_token = self.key.sign(&claims, None).map_err(|_| TokenError::new("server_error", "could not sign"))?;
+        let access_token = self
+            .key
+            .sign(&claims, None)
+            .map_err(|_| TokenError::new("server_error", "could not sign"))?;
         let mut body = json!({
             "access_token": access_token,
             "token_type": "Bearer",
@@ -590,7 +716,17 @@ impl AuthServer {
             }
             let id_token = self
                 .key
-                .sign(&IdToken { iss: &self.issuer, sub: subject, aud: client_id, exp: now + 3600, iat: now, fhir_user }, None)
+                .sign(
+                    &IdToken {
+                        iss: &self.issuer,
+                        sub: subject,
+                        aud: client_id,
+                        exp: now + 3600,
+                        iat: now,
+                        fhir_user,
+                    },
+                    None,
+                )
                 .map_err(|_| TokenError::new("server_error", "could not sign"))?;
             body["id_token"] = json!(id_token);
         }
@@ -600,7 +736,12 @@ impl AuthServer {
             state.refresh.retain(|_, g| g.expires_at > now);
             state.refresh.insert(
                 refresh.clone(),
-                RefreshGrant { client_id: client_id.to_owned(), scope: scope.to_owned(), context: context.clone(), expires_at: now + REFRESH_TTL },
+                RefreshGrant {
+                    client_id: client_id.to_owned(),
+                    scope: scope.to_owned(),
+                    context: context.clone(),
+                    expires_at: now + REFRESH_TTL,
+                },
             );
             body["refresh_token"] = json!(refresh);
         }
@@ -609,24 +750,39 @@ impl AuthServer {
 
     /// Client authentication: a `private_key_jwt` assertion, or HTTP Basic with the secret.
     /// Returns the client id and whether it authenticated asymmetrically.
-    async fn authenticate_client(&self, headers: &HeaderMap, p: &TokenParams) -> Result<(String, bool), TokenError> {
+    async fn authenticate_client(
+        &self,
+        headers: &HeaderMap,
+        p: &TokenParams,
+    ) -> Result<(String, bool), TokenError> {
         let client_id = if let Some(assertion) = &p.client_assertion {
             if p.client_assertion_type.as_deref() != Some(smart::client::JWT_BEARER_ASSERTION) {
                 return Err(TokenError::new("invalid_client", "unsupported client_assertion_type"));
             }
             (self.verify_assertion(assertion).await?, true)
         } else if let Some((id, secret)) = basic_credentials(headers) {
-            let client = self.client(&id).ok_or_else(|| TokenError::new("invalid_client", "unknown client"))?;
-            let expected = client.client_secret.as_deref().ok_or_else(|| TokenError::new("invalid_client", "this client has no secret"))?;
+            let client = self
+                .client(&id)
+                .ok_or_else(|| TokenError::new("invalid_client", "unknown client"))?;
+            let expected = client
+                .client_secret
+                .as_deref()
+                .ok_or_else(|| TokenError::new("invalid_client", "this client has no secret"))?;
             if !constant_time_eq(expected.as_bytes(), secret.as_bytes()) {
                 return Err(TokenError::new("invalid_client", "wrong client secret"));
             }
             (id, false)
         } else {
-            return Err(TokenError::new("invalid_client", "client authentication is required (private_key_jwt or client_secret_basic)"));
+            return Err(TokenError::new(
+                "invalid_client",
+                "client authentication is required (private_key_jwt or client_secret_basic)",
+            ));
         };
         if p.client_id.as_deref().is_some_and(|id| id != client_id.0) {
-            return Err(TokenError::new("invalid_client", "client_id does not match the authenticated client"));
+            return Err(TokenError::new(
+                "invalid_client",
+                "client_id does not match the authenticated client",
+            ));
         }
         Ok(client_id)
     }
@@ -644,11 +800,13 @@ impl AuthServer {
             jti: String,
         }
         let invalid = |m: &str| TokenError::new("invalid_client", m);
-        let header = jose::peek_header(assertion).map_err(|_| invalid("the client assertion is not a JWT"))?;
+        let header = jose::peek_header(assertion)
+            .map_err(|_| invalid("the client assertion is not a JWT"))?;
         if header.typ.as_deref().is_some_and(|t| !t.eq_ignore_ascii_case("JWT")) {
             return Err(invalid("the client assertion typ must be JWT"));
         }
-        let peek: Peek = jose::peek_claims(assertion).map_err(|_| invalid("the client assertion is not a JWT"))?;
+        let peek: Peek = jose::peek_claims(assertion)
+            .map_err(|_| invalid("the client assertion is not a JWT"))?;
         let client_id = peek.iss.ok_or_else(|| invalid("the client assertion has no iss"))?;
         let client = self.client(&client_id).ok_or_else(|| invalid("unknown client"))?;
         let jwks = match (&client.jwks, header.jku.as_deref()) {
@@ -660,7 +818,9 @@ impl AuthServer {
                 self.fetch_jwks(url).await.map_err(|m| invalid(&m))?
             }
             (Some(ClientJwks::Inline(set)), None) => set.clone(),
-            (Some(ClientJwks::Inline(_)), Some(_)) => return Err(invalid("jku is not allowed for this client")),
+            (Some(ClientJwks::Inline(_)), Some(_)) => {
+                return Err(invalid("jku is not allowed for this client"))
+            }
         };
         let token_endpoint = self.token_endpoint();
         let claims: Claims = jose::verify(
@@ -703,7 +863,8 @@ impl AuthServer {
         if !response.status().is_success() {
             return Err(format!("the client's JWKS URL answered {}", response.status().as_u16()));
         }
-        let body = fhir::http::read_capped(response, 256 * 1024).await.map_err(|e| e.to_string())?;
+        let body =
+            fhir::http::read_capped(response, 256 * 1024).await.map_err(|e| e.to_string())?;
         serde_json::from_slice(&body).map_err(|_| "the client's JWKS is not a JWK Set".to_owned())
     }
 }
@@ -715,7 +876,9 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
     let (id, secret) = decoded.split_once(':')?;
-    let unescape = |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+    let unescape = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned())
+    };
     Some((unescape(id)?, unescape(secret)?))
 }
 
@@ -723,10 +886,12 @@ impl IntoResponse for AuthorizeError {
     fn into_response(self) -> Response {
         match self {
             AuthorizeError::Page(status, message) => {
-                (status, crate::pages::message_page("Sign-in request refused", &message)).into_response()
+                (status, crate::pages::message_page("Sign-in request refused", &message))
+                    .into_response()
             }
             AuthorizeError::Redirect { redirect_uri, state, error, description } => {
-                let mut params = vec![("error", error.to_owned()), ("error_description", description)];
+                let mut params =
+                    vec![("error", error.to_owned()), ("error_description", description)];
                 if let Some(state) = state {
                     params.push(("state", state));
                 }

@@ -11,14 +11,17 @@ use maud::html;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{self, AuthServer, AuthorizeOutcome, AuthorizeParams, Decision, LaunchContext, TokenParams};
+use crate::auth::{
+    self, AuthServer, AuthorizeOutcome, AuthorizeParams, Decision, LaunchContext, TokenParams,
+};
 use crate::fhir_api::{self, FhirApi};
 use crate::pages;
 use crate::store::FhirStore;
 use crate::synthetic::{self, CoverageKind, Person};
 
 /// The resource types the EHR's FHIR API serves.
-pub const EHR_RESOURCE_TYPES: &[&str] = &["Patient", "Practitioner", "Organization", "Coverage", "Encounter"];
+pub const EHR_RESOURCE_TYPES: &[&str] =
+    &["Patient", "Practitioner", "Organization", "Coverage", "Encounter"];
 
 #[derive(Debug)]
 pub struct Ehr {
@@ -35,6 +38,11 @@ impl Ehr {
         format!("{}/fhir", self.base_url)
     }
 
+    /// See [`AuthServer::revoke_issued_access_tokens`].
+    pub fn revoke_issued_access_tokens(&self) {
+        self.auth.revoke_issued_access_tokens();
+    }
+
     pub fn person(&self, patient_id: &str) -> Option<&Person> {
         self.people.iter().find(|p| p.patient_id == patient_id)
     }
@@ -45,7 +53,8 @@ pub fn router(ehr: Arc<Ehr>) -> Router {
         let ehr = ehr.clone();
         move || async move { Json(ehr.auth.smart_configuration()) }
     };
-    let fhir = fhir_api::router(ehr.api.clone()).route("/.well-known/smart-configuration", get(smart_config));
+    let fhir = fhir_api::router(ehr.api.clone())
+        .route("/.well-known/smart-configuration", get(smart_config));
     Router::new()
         .route("/", get(launcher))
         .route("/launch", post(launch))
@@ -85,8 +94,12 @@ async fn smart_style() -> Json<serde_json::Value> {
 fn coverage_label(p: &Person) -> String {
     match p.coverage {
         CoverageKind::MemberId => format!("{} · member {}", synthetic::PLAN_NAME, p.member_id),
-        CoverageKind::SubscriberOnly => format!("{} · subscriber {} (no member id)", synthetic::PLAN_NAME, p.subscriber_id),
-        CoverageKind::OtherPlan => format!("{} · member {}", synthetic::OTHER_PLAN_NAME, p.member_id),
+        CoverageKind::SubscriberOnly => {
+            format!("{} · subscriber {} (no member id)", synthetic::PLAN_NAME, p.subscriber_id)
+        }
+        CoverageKind::OtherPlan => {
+            format!("{} · member {}", synthetic::OTHER_PLAN_NAME, p.member_id)
+        }
         CoverageKind::None => "No coverage on file".into(),
     }
 }
@@ -150,10 +163,12 @@ struct LaunchForm {
 /// Creates an EHR launch and sends the browser to the app's launch URL with `iss` and `launch`.
 async fn launch(State(ehr): State<Arc<Ehr>>, Form(form): Form<LaunchForm>) -> Response {
     let Some(client) = ehr.auth.client(&form.client_id) else {
-        return (StatusCode::BAD_REQUEST, pages::message_page("Launch failed", "Unknown app.")).into_response();
+        return (StatusCode::BAD_REQUEST, pages::message_page("Launch failed", "Unknown app."))
+            .into_response();
     };
     if ehr.person(&form.patient).is_none() {
-        return (StatusCode::BAD_REQUEST, pages::message_page("Launch failed", "Unknown patient.")).into_response();
+        return (StatusCode::BAD_REQUEST, pages::message_page("Launch failed", "Unknown patient."))
+            .into_response();
     }
     let encounter = form.with_encounter.is_some().then(|| format!("{}-enc-2", form.patient));
     let launch_id = ehr.auth.create_launch(LaunchContext {
@@ -185,7 +200,11 @@ async fn frame(State(ehr): State<Arc<Ehr>>, Query(q): Query<FrameQuery>) -> Resp
     // Only frame registered apps: the launcher is the only caller.
     let allowed = ehr.auth.clients.iter().any(|c| q.src.starts_with(&c.launch_url));
     if !allowed {
-        return (StatusCode::BAD_REQUEST, pages::message_page("Frame refused", "Not a registered app.")).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            pages::message_page("Frame refused", "Not a registered app."),
+        )
+            .into_response();
     }
     pages::layout(
         "Sandbox EHR",
@@ -204,7 +223,9 @@ async fn authorize(State(ehr): State<Arc<Ehr>>, Query(params): Query<AuthorizePa
             }
             auth::redirect_with(params.redirect_uri.as_deref().unwrap_or_default(), &query)
         }
-        Ok(AuthorizeOutcome::Picker { request_id, needs_patient }) => picker(&ehr, &request_id, needs_patient).into_response(),
+        Ok(AuthorizeOutcome::Picker { request_id, needs_patient }) => {
+            picker(&ehr, &request_id, needs_patient).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -246,7 +267,11 @@ async fn decide(State(ehr): State<Arc<Ehr>>, Form(decision): Form<Decision>) -> 
     }
 }
 
-async fn token(State(ehr): State<Arc<Ehr>>, headers: HeaderMap, Form(params): Form<TokenParams>) -> Response {
+async fn token(
+    State(ehr): State<Arc<Ehr>>,
+    headers: HeaderMap,
+    Form(params): Form<TokenParams>,
+) -> Response {
     match ehr.auth.token(&headers, &params).await {
         Ok(body) => auth::token_response(body),
         Err(e) => e.into_response(),

@@ -22,12 +22,15 @@ pub struct TokenVerifier {
     pub jwks: jose::jwk::JwkSet,
     pub issuer: String,
     pub audience: String,
+    /// Access tokens (by `jti`) the EHR no longer honours before their expiry.
+    pub revoked: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// The claims of a sandbox access token.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AccessClaims {
     pub sub: String,
+    pub jti: String,
     pub scope: String,
     #[serde(default)]
     pub patient: Option<String>,
@@ -82,13 +85,20 @@ impl TokenVerifier {
             &jose::Expectations {
                 issuers: &[self.issuer.as_str()],
                 audiences: &[self.audience.as_str()],
-                required: &["sub", "iss", "aud"],
+                required: &["sub", "iss", "aud", "jti"],
                 leeway: Some(0),
                 ..Default::default()
             },
         )
         .map_err(|_| ApiError::unauthorized("the access token is invalid or expired"))?;
-        Ok(Grant { scopes: ScopeSet::parse(&claims.scope), patient: claims.patient, client_id: claims.client_id })
+        if self.revoked.lock().map(|r| r.contains(&claims.jti)).unwrap_or(true) {
+            return Err(ApiError::unauthorized("the access token was revoked"));
+        }
+        Ok(Grant {
+            scopes: ScopeSet::parse(&claims.scope),
+            patient: claims.patient,
+            client_id: claims.client_id,
+        })
     }
 }
 
@@ -129,9 +139,12 @@ pub fn operation_outcome(severity: &str, code: &str, text: &str) -> Value {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response =
-            (self.status, fhir_json(&operation_outcome("error", self.code, &self.message))).into_response();
+            (self.status, fhir_json(&operation_outcome("error", self.code, &self.message)))
+                .into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -196,7 +209,8 @@ async fn read(
 pub fn check_reach(reach: &Reach, resource: &Value) -> Result<(), ApiError> {
     let Reach::Patient(patient) = reach else { return Ok(()) };
     let resource_type = resource.get("resourceType").and_then(Value::as_str).unwrap_or("");
-    let in_compartment = resource_type == "Patient" || search::compartment_paths(resource_type).is_some();
+    let in_compartment =
+        resource_type == "Patient" || search::compartment_paths(resource_type).is_some();
     if in_compartment && !search::patients_of(resource).iter().any(|p| p == patient) {
         return Err(ApiError::forbidden("the resource is outside the patient in context"));
     }
@@ -215,7 +229,9 @@ async fn search_type(
     let grant = api.tokens.verify(&headers)?;
     let reach = grant.reach(&resource_type, Permission::Search)?;
     let params: Vec<(String, String)> =
-        url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()).into_owned().collect();
+        url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     let mut filters = search::parse_filters(&resource_type, &params).map_err(ApiError::invalid)?;
     if let Reach::Patient(patient) = &reach {
         let confine = if resource_type == "Patient" {
@@ -224,7 +240,10 @@ async fn search_type(
             search::compartment_paths(&resource_type).map(|_| ("patient", patient.clone()))
         };
         if let Some((name, value)) = confine {
-            filters.extend(search::parse_filters(&resource_type, &[(name.into(), value)]).map_err(ApiError::invalid)?);
+            filters.extend(
+                search::parse_filters(&resource_type, &[(name.into(), value)])
+                    .map_err(ApiError::invalid)?,
+            );
         }
     }
     let results = api.store.search(&resource_type, &filters);
@@ -293,7 +312,12 @@ pub fn searchset(
 }
 
 /// A CapabilityStatement for a server holding `resource_types` with read and search.
-pub fn capability_statement(base_url: &str, name: &str, resource_types: &[&str], smart: Option<&str>) -> Value {
+pub fn capability_statement(
+    base_url: &str,
+    name: &str,
+    resource_types: &[&str],
+    smart: Option<&str>,
+) -> Value {
     let resources: Vec<Value> = resource_types
         .iter()
         .map(|t| {

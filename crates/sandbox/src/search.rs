@@ -25,9 +25,19 @@ enum Kind {
 pub fn compartment_paths(resource_type: &str) -> Option<&'static [&'static str]> {
     Some(match resource_type {
         "Coverage" => &["beneficiary", "subscriber"],
-        "Encounter" | "Condition" | "Observation" | "Procedure" | "MedicationRequest"
-        | "MedicationDispense" | "MedicationStatement" | "DiagnosticReport" | "DocumentReference"
-        | "CarePlan" | "ServiceRequest" | "CareTeam" | "Goal" => &["subject"],
+        "Encounter"
+        | "Condition"
+        | "Observation"
+        | "Procedure"
+        | "MedicationRequest"
+        | "MedicationDispense"
+        | "MedicationStatement"
+        | "DiagnosticReport"
+        | "DocumentReference"
+        | "CarePlan"
+        | "ServiceRequest"
+        | "CareTeam"
+        | "Goal" => &["subject"],
         "Immunization" | "AllergyIntolerance" | "ExplanationOfBenefit" | "Claim" => &["patient"],
         "Appointment" => &["participant.actor"],
         "Provenance" => &["target"],
@@ -51,7 +61,9 @@ fn kind(resource_type: &str, name: &str) -> Option<Kind> {
         ("Coverage", "subscriber-id") => Kind::Token(&["subscriberId"]),
         ("Provenance", "target") => Kind::Reference(&["target"]),
         ("Encounter", "date") => Kind::Date(&["period.start"]),
-        (_, "code") => Kind::Token(&["code.coding", "vaccineCode.coding", "medicationCodeableConcept.coding"]),
+        (_, "code") => {
+            Kind::Token(&["code.coding", "vaccineCode.coding", "medicationCodeableConcept.coding"])
+        }
         (_, "category") => Kind::Token(&["category.coding"]),
         (ty, "patient") if ty != "Patient" => Kind::Reference(compartment_paths(ty)?),
         (_, "subject") => Kind::Reference(&["subject"]),
@@ -62,7 +74,8 @@ fn kind(resource_type: &str, name: &str) -> Option<Kind> {
 }
 
 /// Parameters that steer paging and formatting rather than filter.
-pub const CONTROL_PARAMS: [&str; 6] = ["_count", "_offset", "_format", "_pretty", "_sort", "_total"];
+pub const CONTROL_PARAMS: [&str; 6] =
+    ["_count", "_offset", "_format", "_pretty", "_sort", "_total"];
 
 /// One parsed filter: all of its comma-separated values are OR'ed.
 #[derive(Debug, Clone)]
@@ -72,14 +85,19 @@ pub struct Filter {
 }
 
 /// Parses the filters of a search, refusing unknown parameters and modifiers.
-pub fn parse_filters(resource_type: &str, params: &[(String, String)]) -> Result<Vec<Filter>, String> {
+pub fn parse_filters(
+    resource_type: &str,
+    params: &[(String, String)],
+) -> Result<Vec<Filter>, String> {
     let mut filters = Vec::new();
     for (name, value) in params {
         if CONTROL_PARAMS.contains(&name.as_str()) {
             continue;
         }
         let kind = kind(resource_type, name).ok_or_else(|| {
-            format!("the search parameter `{name}` is not supported for {resource_type} by this server")
+            format!(
+                "the search parameter `{name}` is not supported for {resource_type} by this server"
+            )
         })?;
         filters.push(Filter { kind, values: value.split(',').map(str::to_owned).collect() });
     }
@@ -93,23 +111,28 @@ pub fn matches(resource: &Value, filters: &[Filter]) -> bool {
 
 fn matches_value(resource: &Value, kind: Kind, wanted: &str) -> bool {
     match kind {
-        Kind::Token(paths) => paths.iter().any(|p| values_at(resource, p).into_iter().any(|v| token_matches(v, wanted))),
-        Kind::Reference(paths) => {
-            paths.iter().any(|p| values_at(resource, p).into_iter().any(|v| reference_matches(v, wanted)))
-        }
+        Kind::Token(paths) => paths
+            .iter()
+            .any(|p| values_at(resource, p).into_iter().any(|v| token_matches(v, wanted))),
+        Kind::Reference(paths) => paths
+            .iter()
+            .any(|p| values_at(resource, p).into_iter().any(|v| reference_matches(v, wanted))),
         Kind::Text(paths) => {
             let wanted = wanted.to_lowercase();
             paths.iter().any(|p| {
-                values_at(resource, p)
-                    .into_iter()
-                    .filter_map(Value::as_str)
-                    .any(|s| s.to_lowercase().split_whitespace().any(|w| w.starts_with(&wanted)) || s.to_lowercase().starts_with(&wanted))
+                values_at(resource, p).into_iter().filter_map(Value::as_str).any(|s| {
+                    s.to_lowercase().split_whitespace().any(|w| w.starts_with(&wanted))
+                        || s.to_lowercase().starts_with(&wanted)
+                })
             })
         }
         Kind::Date(paths) => {
             let (op, date) = split_prefix(wanted);
             paths.iter().any(|p| {
-                values_at(resource, p).into_iter().filter_map(Value::as_str).any(|s| date_matches(s, op, date))
+                values_at(resource, p)
+                    .into_iter()
+                    .filter_map(Value::as_str)
+                    .any(|s| date_matches(s, op, date))
             })
         }
     }
@@ -163,7 +186,9 @@ fn reference_matches(value: &Value, wanted: &str) -> bool {
     let Some(reference) = value.get("reference").and_then(Value::as_str) else { return false };
     match Reference::parse(reference) {
         Reference::Local { resource_type, id } => {
-            wanted == id || wanted == format!("{resource_type}/{id}") || wanted.ends_with(&format!("/{resource_type}/{id}"))
+            wanted == id
+                || wanted == format!("{resource_type}/{id}")
+                || wanted.ends_with(&format!("/{resource_type}/{id}"))
         }
         _ => reference == wanted,
     }
@@ -189,7 +214,9 @@ pub fn values_at<'a>(value: &'a Value, path: &str) -> Vec<&'a Value> {
 /// The patient ids a resource belongs to (for compartment checks): its own id for a
 /// Patient, else the Patient references at its compartment paths.
 pub fn patients_of(resource: &Value) -> Vec<String> {
-    let Some(resource_type) = resource.get("resourceType").and_then(Value::as_str) else { return Vec::new() };
+    let Some(resource_type) = resource.get("resourceType").and_then(Value::as_str) else {
+        return Vec::new();
+    };
     if resource_type == "Patient" {
         return resource.get("id").and_then(Value::as_str).map(str::to_owned).into_iter().collect();
     }
@@ -220,7 +247,8 @@ mod tests {
         let cov = json!({"resourceType": "Coverage", "id": "c1", "status": "active",
             "identifier": [{"system": "urn:plan", "value": "M1"}],
             "beneficiary": {"reference": "Patient/p1"}});
-        let f = parse_filters("Coverage", &params(&[("patient", "p1"), ("status", "active")])).unwrap();
+        let f =
+            parse_filters("Coverage", &params(&[("patient", "p1"), ("status", "active")])).unwrap();
         assert!(matches(&cov, &f));
         let f = parse_filters("Coverage", &params(&[("patient", "Patient/p2")])).unwrap();
         assert!(!matches(&cov, &f));
@@ -243,9 +271,18 @@ mod tests {
         let p = json!({"resourceType": "Patient", "id": "p1", "birthDate": "1970-05-02",
             "name": [{"family": "Okafor", "given": ["Ada"]}]});
         assert!(matches(&p, &parse_filters("Patient", &params(&[("name", "oka")])).unwrap()));
-        assert!(matches(&p, &parse_filters("Patient", &params(&[("birthdate", "1970-05-02")])).unwrap()));
-        assert!(matches(&p, &parse_filters("Patient", &params(&[("birthdate", "ge1970")])).unwrap()));
-        assert!(!matches(&p, &parse_filters("Patient", &params(&[("birthdate", "lt1970")])).unwrap()));
+        assert!(matches(
+            &p,
+            &parse_filters("Patient", &params(&[("birthdate", "1970-05-02")])).unwrap()
+        ));
+        assert!(matches(
+            &p,
+            &parse_filters("Patient", &params(&[("birthdate", "ge1970")])).unwrap()
+        ));
+        assert!(!matches(
+            &p,
+            &parse_filters("Patient", &params(&[("birthdate", "lt1970")])).unwrap()
+        ));
     }
 
     #[test]

@@ -92,7 +92,9 @@ impl FhirStore {
             .to_owned();
         let id = match resource.get("id").and_then(Value::as_str) {
             Some(id) if fhir::resource::is_fhir_id(id) => id.to_owned(),
-            Some(_) => return Err(StoreError::Invalid("the resource id is not a valid FHIR id".into())),
+            Some(_) => {
+                return Err(StoreError::Invalid("the resource id is not a valid FHIR id".into()))
+            }
             None => {
                 let id = uuid::Uuid::new_v4().to_string();
                 resource["id"] = json!(id);
@@ -164,7 +166,11 @@ impl FhirStore {
 
     /// Creates `resource` with a server-assigned id; with `if_none_exist` (a search query
     /// string) it first searches, and answers with the match instead of creating.
-    pub fn create(&self, mut resource: Value, if_none_exist: Option<&str>) -> Result<Created, StoreError> {
+    pub fn create(
+        &self,
+        mut resource: Value,
+        if_none_exist: Option<&str>,
+    ) -> Result<Created, StoreError> {
         let resource_type = resource
             .get("resourceType")
             .and_then(Value::as_str)
@@ -174,8 +180,10 @@ impl FhirStore {
         // creates cannot both create.
         let mut inner = self.write_lock();
         if let Some(query) = if_none_exist {
-            let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
-            let filters = search::parse_filters(&resource_type, &params).map_err(StoreError::Invalid)?;
+            let params: Vec<(String, String)> =
+                url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+            let filters =
+                search::parse_filters(&resource_type, &params).map_err(StoreError::Invalid)?;
             let found: Vec<&Stored> = inner
                 .by_type
                 .get(&resource_type)
@@ -216,7 +224,8 @@ mod tests {
         store.put(json!({"resourceType": "Organization", "id": "o1"})).unwrap();
         assert_eq!(store.read("Patient", "p1").unwrap()["meta"]["versionId"], "1");
         assert_eq!(store.compartment("p1").len(), 2);
-        let filters = search::parse_filters("Condition", &[("patient".into(), "p1".into())]).unwrap();
+        let filters =
+            search::parse_filters("Condition", &[("patient".into(), "p1".into())]).unwrap();
         assert_eq!(store.search("Condition", &filters).len(), 1);
     }
 

@@ -35,11 +35,29 @@ const GIVEN_MALE: &[&str] = &[
     "Kwame", "Liam", "Mateo", "Noah", "Omar", "Pedro", "Rahul", "Samuel", "Tomas", "Victor",
 ];
 const FAMILY: &[&str] = &[
-    "Okafor", "Nguyen", "Garcia", "Smith", "Kowalski", "Haddad", "Johansson", "Patel", "Tanaka",
-    "Rossi", "Mensah", "O'Brien", "Dubois", "Schmidt", "Silva", "Cohen", "Ivanova", "Kim",
-    "Hernandez", "Walker",
+    "Okafor",
+    "Nguyen",
+    "Garcia",
+    "Smith",
+    "Kowalski",
+    "Haddad",
+    "Johansson",
+    "Patel",
+    "Tanaka",
+    "Rossi",
+    "Mensah",
+    "O'Brien",
+    "Dubois",
+    "Schmidt",
+    "Silva",
+    "Cohen",
+    "Ivanova",
+    "Kim",
+    "Hernandez",
+    "Walker",
 ];
-const STREETS: &[&str] = &["Oak Street", "Maple Avenue", "River Road", "Hill Crest Drive", "Elm Court", "Station Lane"];
+const STREETS: &[&str] =
+    &["Oak Street", "Maple Avenue", "River Road", "Hill Crest Drive", "Elm Court", "Station Lane"];
 const CITIES: &[(&str, &str, &str)] = &[
     ("Springfield", "IL", "62701"),
     ("Madison", "WI", "53703"),
@@ -97,7 +115,12 @@ pub struct Clinician {
 
 pub fn clinicians() -> Vec<Clinician> {
     vec![
-        Clinician { id: "prac-alvarez".into(), given: "Maria", family: "Alvarez", npi: "1234567893" },
+        Clinician {
+            id: "prac-alvarez".into(),
+            given: "Maria",
+            family: "Alvarez",
+            npi: "1234567893",
+        },
         Clinician { id: "prac-chen".into(), given: "Wei", family: "Chen", npi: "1245319599" },
         Clinician { id: "prac-osei".into(), given: "Kofi", family: "Osei", npi: "1568492801" },
     ]
@@ -186,9 +209,24 @@ pub fn organization(id: &str, name: &str, identifier: Value, payer: bool) -> Val
 /// each person a Patient, Coverage (per its kind) and two past Encounters.
 pub fn ehr_resources(people: &[Person]) -> Vec<Value> {
     let mut out = vec![
-        organization(CLINIC_ID, CLINIC_NAME, json!({"system": systems::NPI, "value": "1407993356"}), false),
-        organization("payer-sbx", PLAN_NAME, json!({"system": systems::PAYER_ID, "value": PLAN_PAYER_ID}), true),
-        organization("payer-nw", OTHER_PLAN_NAME, json!({"system": systems::PAYER_ID, "value": OTHER_PAYER_ID}), true),
+        organization(
+            CLINIC_ID,
+            CLINIC_NAME,
+            json!({"system": systems::NPI, "value": "1407993356"}),
+            false,
+        ),
+        organization(
+            "payer-sbx",
+            PLAN_NAME,
+            json!({"system": systems::PAYER_ID, "value": PLAN_PAYER_ID}),
+            true,
+        ),
+        organization(
+            "payer-nw",
+            OTHER_PLAN_NAME,
+            json!({"system": systems::PAYER_ID, "value": OTHER_PAYER_ID}),
+            true,
+        ),
     ];
     for c in clinicians() {
         out.push(json!({
@@ -210,7 +248,11 @@ pub fn ehr_resources(people: &[Person]) -> Vec<Value> {
         if let Some(coverage) = ehr_coverage(p) {
             out.push(coverage);
         }
-        for (n, (date, reason)) in [("2025-03-14", "Annual wellness visit"), ("2026-02-02", "Follow-up visit")].iter().enumerate() {
+        for (n, (date, reason)) in
+            [("2025-03-14", "Annual wellness visit"), ("2026-02-02", "Follow-up visit")]
+                .iter()
+                .enumerate()
+        {
             out.push(json!({
                 "resourceType": "Encounter",
                 "id": format!("{}-enc-{}", p.patient_id, n + 1),
@@ -263,9 +305,17 @@ mod tests {
     fn population_is_deterministic_and_covers_every_kind() {
         let a = population(7, 12);
         let b = population(7, 12);
-        assert_eq!(a.iter().map(Person::display_name).collect::<Vec<_>>(), b.iter().map(Person::display_name).collect::<Vec<_>>());
+        assert_eq!(
+            a.iter().map(Person::display_name).collect::<Vec<_>>(),
+            b.iter().map(Person::display_name).collect::<Vec<_>>()
+        );
         assert_eq!(a[0].mrn, b[0].mrn);
-        for kind in [CoverageKind::MemberId, CoverageKind::SubscriberOnly, CoverageKind::OtherPlan, CoverageKind::None] {
+        for kind in [
+            CoverageKind::MemberId,
+            CoverageKind::SubscriberOnly,
+            CoverageKind::OtherPlan,
+            CoverageKind::None,
+        ] {
             assert!(a.iter().any(|p| p.coverage == kind), "{kind:?} missing");
         }
     }

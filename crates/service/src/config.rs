@@ -111,8 +111,8 @@ pub enum ConfigError {
 impl AppConfig {
     /// Parses TOML text; `origin` names the source in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: AppConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_owned(), message: e.to_string() })?;
+        let config: AppConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: origin.to_owned(), message: e.to_string() })?;
         config.validate()?;
         Ok(config)
     }
@@ -135,7 +135,10 @@ impl AppConfig {
                 return Err(ConfigError::Invalid(format!("two EHRs have the id `{}`", ehr.id)));
             }
             if !matches!(ehr.issuer.scheme(), "http" | "https") {
-                return Err(ConfigError::Invalid(format!("EHR `{}`: issuer must be an http or https URL", ehr.id)));
+                return Err(ConfigError::Invalid(format!(
+                    "EHR `{}`: issuer must be an http or https URL",
+                    ehr.id
+                )));
             }
             if let ClientAuthConfig::ClientSecretBasic { secret_env } = &ehr.client_auth {
                 if std::env::var(secret_env).map(|v| v.is_empty()).unwrap_or(true) {
@@ -217,7 +220,8 @@ mod tests {
 
     #[test]
     fn urls_keep_a_path_prefix() {
-        let config = AppConfig::from_toml("public_url = \"https://host.example/mh/\"", "t").unwrap();
+        let config =
+            AppConfig::from_toml("public_url = \"https://host.example/mh/\"", "t").unwrap();
         assert_eq!(config.redirect_uri().as_str(), "https://host.example/mh/callback");
         assert_eq!(config.jwks_url().as_str(), "https://host.example/mh/.well-known/jwks.json");
     }

@@ -25,7 +25,11 @@ pub async fn owned_launch(
     state.launches.get(launch_id).await.ok_or(ServiceError::NotInSession)
 }
 
-pub async fn review_context(state: &AppState, session: &Session, launch_id: &str) -> Result<ReviewContext, ServiceError> {
+pub async fn review_context(
+    state: &AppState,
+    session: &Session,
+    launch_id: &str,
+) -> Result<ReviewContext, ServiceError> {
     let launch = owned_launch(state, session, launch_id).await?;
     let snapshot = launch.lock().await.clone();
     let ehr = state
@@ -80,7 +84,11 @@ pub fn patient_summary(patient: &Value) -> PatientSummary {
 
 /// The user's name from their `fhirUser` resource. Failing to read it is not worth failing
 /// the page over: the banner shows the patient either way.
-async fn read_user(state: &AppState, launch: &Arc<Mutex<Launch>>, reference: &str) -> Option<UserSummary> {
+async fn read_user(
+    state: &AppState,
+    launch: &Arc<Mutex<Launch>>,
+    reference: &str,
+) -> Option<UserSummary> {
     let local = fhir::Reference::parse(reference).local()?;
     let resource_type = local.split('/').next()?.to_owned();
     let result = with_emr(state, launch, |client, token| {

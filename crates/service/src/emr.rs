@@ -17,7 +17,11 @@ pub const REFRESH_MARGIN_SECS: u64 = 60;
 
 /// Runs `call` against the launch's EMR with a current access token. The refresh happens
 /// under the launch's lock, so two concurrent calls refresh once.
-pub async fn with_emr<T, F, Fut>(state: &AppState, launch: &Arc<Mutex<Launch>>, call: F) -> Result<T, ServiceError>
+pub async fn with_emr<T, F, Fut>(
+    state: &AppState,
+    launch: &Arc<Mutex<Launch>>,
+    call: F,
+) -> Result<T, ServiceError>
 where
     F: Fn(FhirClient, Secret) -> Fut,
     Fut: Future<Output = Result<T, FhirError>>,
@@ -39,9 +43,9 @@ async fn current_token(
     force_refresh: bool,
 ) -> Result<(FhirClient, Secret), ServiceError> {
     let mut launch = launch.lock().await;
-    let ehr = state
-        .ehr(&launch.ehr_id)
-        .ok_or_else(|| ServiceError::Internal(format!("EHR `{}` is no longer configured", launch.ehr_id)))?;
+    let ehr = state.ehr(&launch.ehr_id).ok_or_else(|| {
+        ServiceError::Internal(format!("EHR `{}` is no longer configured", launch.ehr_id))
+    })?;
     let now = jose::now();
     let due = launch.tokens.should_refresh(now, REFRESH_MARGIN_SECS)
         || (force_refresh && launch.tokens.refresh_token.is_some());
@@ -51,8 +55,10 @@ async fn current_token(
             .refresh_token
             .clone()
             .ok_or_else(|| ServiceError::Internal("no refresh token".into()))?;
-        let config = state.discovery.get(&ehr.config.issuer).await.map_err(ServiceError::Refresh)?;
-        let response = ehr.client.refresh(&config, &refresh_token).await.map_err(ServiceError::Refresh)?;
+        let config =
+            state.discovery.get(&ehr.config.issuer).await.map_err(ServiceError::Refresh)?;
+        let response =
+            ehr.client.refresh(&config, &refresh_token).await.map_err(ServiceError::Refresh)?;
         launch.tokens.apply_refresh(&response, jose::now());
         tracing::info!(ehr = %ehr.config.id, "access token refreshed");
     }

@@ -26,7 +26,9 @@ impl LaunchError {
             LaunchError::UnknownIssuer => LaunchErrorCode::UnknownIssuer,
             LaunchError::NoPatient => LaunchErrorCode::NoPatient,
             LaunchError::Session(_) => LaunchErrorCode::Internal,
-            LaunchError::Smart(e) => LaunchErrorCode::parse(e.code()).unwrap_or(LaunchErrorCode::Internal),
+            LaunchError::Smart(e) => {
+                LaunchErrorCode::parse(e.code()).unwrap_or(LaunchErrorCode::Internal)
+            }
         }
     }
 }

@@ -13,7 +13,11 @@ use crate::state::{AppState, EhrRuntime};
 /// The scopes of an authorization: the launch/identity/refresh scopes for the launch mode,
 /// then the EHR's resource scopes.
 pub fn scope_for(ehr: &EhrRuntime, ehr_launch: bool) -> String {
-    let fixed = if ehr_launch { "launch openid fhirUser online_access" } else { "launch/patient openid fhirUser offline_access" };
+    let fixed = if ehr_launch {
+        "launch openid fhirUser online_access"
+    } else {
+        "launch/patient openid fhirUser offline_access"
+    };
     format!("{fixed} {}", ehr.config.scope.trim())
 }
 
@@ -48,16 +52,22 @@ pub async fn start(
 /// Completes a launch at the callback: checks `state` against this session's authorizations
 /// in flight (each usable once), exchanges the code, and records the launch. Returns the new
 /// launch id.
-pub async fn complete(state: &AppState, session: &Session, params: &CallbackParams) -> Result<String, LaunchError> {
+pub async fn complete(
+    state: &AppState,
+    session: &Session,
+    params: &CallbackParams,
+) -> Result<String, LaunchError> {
     let now = jose::now();
     let mut list = session::pending(session).await?;
     let checked = smart::SmartClient::check_callback(&list, params, now);
     // A matched authorization is spent whatever happens next: a replayed state finds nothing.
     let index = match &checked {
         Ok((index, _)) => Some(*index),
-        Err(smart::SmartError::Denied { .. } | smart::SmartError::AuthorizationExpired | smart::SmartError::CodeMissing) => {
-            list.iter().position(|p| Some(p.state.expose()) == params.state.as_deref())
-        }
+        Err(
+            smart::SmartError::Denied { .. }
+            | smart::SmartError::AuthorizationExpired
+            | smart::SmartError::CodeMissing,
+        ) => list.iter().position(|p| Some(p.state.expose()) == params.state.as_deref()),
         Err(_) => None,
     };
     let pending = match index {
@@ -93,7 +103,8 @@ pub async fn complete(state: &AppState, session: &Session, params: &CallbackPara
         encounter_id: token.context.encounter.clone(),
         fhir_user,
         // Standalone launches have no EHR chrome around them: always show the banner.
-        need_patient_banner: token.context.need_patient_banner.unwrap_or(true) || !pending.ehr_launch,
+        need_patient_banner: token.context.need_patient_banner.unwrap_or(true)
+            || !pending.ehr_launch,
         smart_style_url: token.context.smart_style_url.clone(),
         app_context: token.context.app_context.clone(),
         style: None,

@@ -17,5 +17,14 @@ pub use state::AppState;
 
 /// The EHRs offered on the start page (standalone launch).
 pub fn configured_ehrs(state: &AppState) -> Vec<api::EhrChoice> {
-    state.config.ehrs.iter().map(|e| api::EhrChoice { id: e.id.clone(), name: e.name.clone(), issuer: e.issuer.to_string() }).collect()
+    state
+        .config
+        .ehrs
+        .iter()
+        .map(|e| api::EhrChoice {
+            id: e.id.clone(),
+            name: e.name.clone(),
+            issuer: e.issuer.to_string(),
+        })
+        .collect()
 }

@@ -14,7 +14,9 @@ const MAX_PENDING: usize = 8;
 /// At most this many launches remembered per browser.
 const MAX_LAUNCHES: usize = 16;
 
-pub async fn pending(session: &Session) -> Result<Vec<PendingAuthorization>, tower_sessions::session::Error> {
+pub async fn pending(
+    session: &Session,
+) -> Result<Vec<PendingAuthorization>, tower_sessions::session::Error> {
     Ok(session.get::<Vec<PendingAuthorization>>(PENDING).await?.unwrap_or_default())
 }
 
@@ -28,7 +30,10 @@ pub async fn set_pending(
     session.insert(PENDING, list).await
 }
 
-pub async fn add_launch(session: &Session, launch_id: &str) -> Result<(), tower_sessions::session::Error> {
+pub async fn add_launch(
+    session: &Session,
+    launch_id: &str,
+) -> Result<(), tower_sessions::session::Error> {
     let mut list = session.get::<Vec<String>>(LAUNCHES).await?.unwrap_or_default();
     list.push(launch_id.to_owned());
     if list.len() > MAX_LAUNCHES {

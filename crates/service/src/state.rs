@@ -48,15 +48,24 @@ impl AppState {
             .iter()
             .map(|ehr| {
                 let auth = match &ehr.client_auth {
-                    ClientAuthConfig::PrivateKeyJwt => ClientAuth::PrivateKeyJwt { key: signing_key.clone() },
-                    ClientAuthConfig::ClientSecretBasic { secret_env } => ClientAuth::ClientSecretBasic {
-                        // Checked present by `AppConfig::validate`.
-                        secret: Secret::new(std::env::var(secret_env).unwrap_or_default()),
-                    },
+                    ClientAuthConfig::PrivateKeyJwt => {
+                        ClientAuth::PrivateKeyJwt { key: signing_key.clone() }
+                    }
+                    ClientAuthConfig::ClientSecretBasic { secret_env } => {
+                        ClientAuth::ClientSecretBasic {
+                            // Checked present by `AppConfig::validate`.
+                            secret: Secret::new(std::env::var(secret_env).unwrap_or_default()),
+                        }
+                    }
                 };
                 EhrRuntime {
                     config: ehr.clone(),
-                    client: SmartClient::new(ehr.client_id.clone(), config.redirect_uri(), auth, http.clone()),
+                    client: SmartClient::new(
+                        ehr.client_id.clone(),
+                        config.redirect_uri(),
+                        auth,
+                        http.clone(),
+                    ),
                 }
             })
             .collect();

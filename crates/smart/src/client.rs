@@ -4,11 +4,13 @@
 
 use std::sync::Arc;
 
-use oauth2::basic::{BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse};
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+};
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
-    EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
-    RequestTokenError, Scope, StandardRevocableToken, TokenUrl,
+    EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError,
+    Scope, StandardRevocableToken, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -143,7 +145,12 @@ pub struct SmartClient {
 
 impl SmartClient {
     /// `http` must not follow redirects (see `fhir::http::client`).
-    pub fn new(client_id: String, redirect_uri: Url, auth: ClientAuth, http: reqwest::Client) -> Self {
+    pub fn new(
+        client_id: String,
+        redirect_uri: Url,
+        auth: ClientAuth,
+        http: reqwest::Client,
+    ) -> Self {
         Self { client_id, redirect_uri, auth, http }
     }
 
@@ -180,11 +187,10 @@ impl SmartClient {
         now: u64,
     ) -> Result<(Url, PendingAuthorization), SmartError> {
         config.check_for_app_launch()?;
-        let auth_url = config
-            .authorization_endpoint
-            .clone()
-            .and_then(|u| AuthUrl::new(u).ok())
-            .ok_or_else(|| SmartError::Discovery { reason: "authorization_endpoint is not a URL".into() })?;
+        let auth_url =
+            config.authorization_endpoint.clone().and_then(|u| AuthUrl::new(u).ok()).ok_or_else(
+                || SmartError::Discovery { reason: "authorization_endpoint is not a URL".into() },
+            )?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let oauth = self.oauth().set_auth_uri(auth_url);
         let mut builder = oauth
@@ -215,7 +221,8 @@ impl SmartClient {
         params: &CallbackParams,
         now: u64,
     ) -> Result<(usize, String), SmartError> {
-        let state = params.state.as_deref().filter(|s| !s.is_empty()).ok_or(SmartError::StateMissing)?;
+        let state =
+            params.state.as_deref().filter(|s| !s.is_empty()).ok_or(SmartError::StateMissing)?;
         let index = pending
             .iter()
             .position(|p| constant_time_eq(p.state.expose().as_bytes(), state.as_bytes()))
@@ -288,7 +295,10 @@ impl SmartClient {
     ) -> Result<Vec<(&'static str, String)>, SmartError> {
         let ClientAuth::PrivateKeyJwt { key } = &self.auth else { return Ok(Vec::new()) };
         let assertion = client_assertion(key, &self.client_id, &config.token_endpoint)?;
-        Ok(vec![("client_assertion_type", JWT_BEARER_ASSERTION.to_owned()), ("client_assertion", assertion)])
+        Ok(vec![
+            ("client_assertion_type", JWT_BEARER_ASSERTION.to_owned()),
+            ("client_assertion", assertion),
+        ])
     }
 
     /// Verifies an id_token against the EHR's `jwks_uri` (`iss` = the configuration's
@@ -310,7 +320,10 @@ impl SmartClient {
             .await
             .map_err(|e| SmartError::Unreachable(e.without_url().to_string()))?;
         if !response.status().is_success() {
-            return Err(SmartError::IdToken(format!("jwks_uri answered {}", response.status().as_u16())));
+            return Err(SmartError::IdToken(format!(
+                "jwks_uri answered {}",
+                response.status().as_u16()
+            )));
         }
         let body = fhir::http::read_capped(response, 512 * 1024)
             .await
@@ -351,7 +364,14 @@ pub fn client_assertion(
     }
     let now = jose::now();
     key.sign(
-        &Claims { iss: client_id, sub: client_id, aud: token_endpoint, exp: now + 240, iat: now, jti: jose::new_jti() },
+        &Claims {
+            iss: client_id,
+            sub: client_id,
+            aud: token_endpoint,
+            exp: now + 240,
+            iat: now,
+            jti: jose::new_jti(),
+        },
         None,
     )
 }
@@ -427,7 +447,11 @@ mod tests {
     fn standalone_authorize_url_has_no_launch() {
         let iss = Url::parse("https://ehr.example/fhir").unwrap();
         let (url, pending) = client()
-            .authorize(&config(), LaunchRequest { iss: &iss, launch: None, scope: "launch/patient" }, 0)
+            .authorize(
+                &config(),
+                LaunchRequest { iss: &iss, launch: None, scope: "launch/patient" },
+                0,
+            )
             .unwrap();
         assert!(!url.query_pairs().any(|(k, _)| k == "launch"));
         assert!(!pending.ehr_launch);
@@ -475,7 +499,8 @@ mod tests {
     fn callback_state_is_checked() {
         let list = [pending("aaa", 100), pending("bbb", 100)];
         assert_eq!(
-            SmartClient::check_callback(&list, &params(Some("bbb"), Some("c1"), None), 120).unwrap(),
+            SmartClient::check_callback(&list, &params(Some("bbb"), Some("c1"), None), 120)
+                .unwrap(),
             (1, "c1".to_owned())
         );
         assert!(matches!(
@@ -495,16 +520,28 @@ mod tests {
     #[test]
     fn callback_errors_need_our_state_and_expire() {
         let list = [pending("aaa", 100)];
-        let denied = SmartClient::check_callback(&list, &params(Some("aaa"), None, Some("access_denied")), 120)
-            .unwrap_err();
+        let denied = SmartClient::check_callback(
+            &list,
+            &params(Some("aaa"), None, Some("access_denied")),
+            120,
+        )
+        .unwrap_err();
         assert_eq!(denied.code(), "consent_denied");
         // An error redirect with someone else's state is a state mismatch, not a denial.
         assert!(matches!(
-            SmartClient::check_callback(&list, &params(Some("x"), None, Some("access_denied")), 120),
+            SmartClient::check_callback(
+                &list,
+                &params(Some("x"), None, Some("access_denied")),
+                120
+            ),
             Err(SmartError::StateMismatch)
         ));
         assert!(matches!(
-            SmartClient::check_callback(&list, &params(Some("aaa"), Some("c"), None), 100 + PENDING_TTL_SECS + 1),
+            SmartClient::check_callback(
+                &list,
+                &params(Some("aaa"), Some("c"), None),
+                100 + PENDING_TTL_SECS + 1
+            ),
             Err(SmartError::AuthorizationExpired)
         ));
     }
@@ -512,7 +549,8 @@ mod tests {
     #[test]
     fn client_assertion_has_the_smart_claims() {
         let key = jose::SigningKey::generate_es384().unwrap();
-        let jwt = client_assertion(&key, "member-history", "https://ehr.example/auth/token").unwrap();
+        let jwt =
+            client_assertion(&key, "member-history", "https://ehr.example/auth/token").unwrap();
         let header = jose::peek_header(&jwt).unwrap();
         assert_eq!(header.typ.as_deref(), Some("JWT"));
         assert_eq!(header.kid.as_deref(), Some(key.kid()));
@@ -527,7 +565,10 @@ mod tests {
         let c: C = jose::verify(
             &jwt,
             &key.jwks(),
-            &jose::Expectations { audiences: &["https://ehr.example/auth/token"], ..Default::default() },
+            &jose::Expectations {
+                audiences: &["https://ehr.example/auth/token"],
+                ..Default::default()
+            },
         )
         .unwrap();
         assert_eq!((c.iss.as_str(), c.sub.as_str()), ("member-history", "member-history"));

@@ -144,7 +144,8 @@ mod tests {
 
     #[test]
     fn well_known_is_appended_to_a_base_with_a_path() {
-        let url = configuration_url(&Url::parse("https://ehr.example/apis/fhir/").unwrap()).unwrap();
+        let url =
+            configuration_url(&Url::parse("https://ehr.example/apis/fhir/").unwrap()).unwrap();
         assert_eq!(url.as_str(), "https://ehr.example/apis/fhir/.well-known/smart-configuration");
     }
 
@@ -156,12 +157,13 @@ mod tests {
         )
         .unwrap();
         let config = config.resolve(&Url::parse("https://ehr.example/fhir").unwrap()).unwrap();
-        assert_eq!(config.authorization_endpoint.as_deref(), Some("https://ehr.example/auth/authorize"));
+        assert_eq!(
+            config.authorization_endpoint.as_deref(),
+            Some("https://ehr.example/auth/authorize")
+        );
         assert!(config.check_for_app_launch().is_ok());
-        let plain = SmartConfiguration {
-            code_challenge_methods_supported: vec!["plain".into()],
-            ..config
-        };
+        let plain =
+            SmartConfiguration { code_challenge_methods_supported: vec!["plain".into()], ..config };
         assert!(plain.check_for_app_launch().is_err());
     }
 }

@@ -156,7 +156,9 @@ mod tests {
         let s = ResourceScope::parse("user/*.read").unwrap_or_else(|| unreachable!());
         assert!(s.v1 && s.grants("Condition", Permission::Search));
         let w = ResourceScope::parse("user/Condition.write").unwrap_or_else(|| unreachable!());
-        assert!(w.grants("Condition", Permission::Create) && !w.grants("Condition", Permission::Read));
+        assert!(
+            w.grants("Condition", Permission::Create) && !w.grants("Condition", Permission::Read)
+        );
     }
 
     #[test]

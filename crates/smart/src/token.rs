@@ -169,7 +169,8 @@ mod tests {
 
     #[test]
     fn parses_a_minimal_token_response() {
-        let t = TokenResponse::from_json(br#"{"access_token":"at","token_type":"bearer"}"#).unwrap();
+        let t =
+            TokenResponse::from_json(br#"{"access_token":"at","token_type":"bearer"}"#).unwrap();
         assert_eq!(t.expires_in, None);
         assert_eq!(t.scope, None);
         assert!(t.refresh_token.is_none());
@@ -197,9 +198,10 @@ mod tests {
         let mut set = TokenSet::from_response(&t, "", 1000);
         assert!(!set.should_refresh(1000, 60));
         assert!(set.should_refresh(1041, 60));
-        let refreshed =
-            TokenResponse::from_json(br#"{"access_token":"b","token_type":"Bearer","expires_in":100}"#)
-                .unwrap();
+        let refreshed = TokenResponse::from_json(
+            br#"{"access_token":"b","token_type":"Bearer","expires_in":100}"#,
+        )
+        .unwrap();
         set.apply_refresh(&refreshed, 1050);
         assert_eq!(set.access_token.expose(), "b");
         assert_eq!(set.expires_at, Some(1150));

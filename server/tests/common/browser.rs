@@ -1,0 +1,142 @@
+//! Headless Chromium through chromedriver (WebDriver), one browser per test, torn down
+//! (browser, driver and profile directory) even when the test fails.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+
+/// Where chromedriver and Chromium are (Debian's packages by default).
+fn chromedriver_path() -> String {
+    std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into())
+}
+
+fn chromium_path() -> String {
+    std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
+}
+
+pub struct Browser {
+    pub client: Client,
+    driver: Child,
+    profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver on a free port and a fresh headless Chromium session.
+    pub async fn start() -> Browser {
+        let driver_path = chromedriver_path();
+        assert!(
+            std::path::Path::new(&driver_path).exists(),
+            "chromedriver not found at {driver_path}: install Debian's chromium and chromium-driver (bash .ci/run does)"
+        );
+        let port = free_port();
+        let driver = Command::new(&driver_path)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": chromium_path(),
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector).capabilities(caps.clone()).connect(&url).await {
+                Ok(client) => break client,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("could not start a Chromium session: {e}"),
+            }
+        };
+        Browser { client, driver, profile }
+    }
+
+    /// Waits for an element and returns its text.
+    pub async fn text(&self, css: &str) -> String {
+        let el = self.wait(css).await;
+        el.text().await.expect("element text")
+    }
+
+    pub async fn wait(&self, css: &str) -> fantoccini::elements::Element {
+        match self
+            .client
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(el) => el,
+            Err(e) => {
+                let url =
+                    self.client.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+                let source = self.client.source().await.unwrap_or_default();
+                panic!(
+                    "no element `{css}` appeared at {url}: {e}\n{}",
+                    &source[..source.len().min(3000)]
+                )
+            }
+        }
+    }
+
+    pub async fn click(&self, css: &str) {
+        self.wait(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("could not click `{css}`: {e}"));
+    }
+
+    pub async fn url(&self) -> String {
+        self.client.current_url().await.expect("current url").to_string()
+    }
+
+    /// Runs a script and returns its value.
+    pub async fn eval(&self, script: &str) -> serde_json::Value {
+        self.client.execute(script, vec![]).await.expect("script runs")
+    }
+
+    /// Ends the session and the processes.
+    pub async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        let _ = &self.profile;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // A failed test never reaches `close`: stop chromedriver, and Chromium with it.
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        kill_chromium_for(self.profile.path());
+    }
+}
+
+/// Chromium outlives a killed chromedriver; find it by its profile directory and end it.
+fn kill_chromium_for(profile: &std::path::Path) {
+    let marker = format!("--user-data-dir={}", profile.display());
+    let _ = Command::new("pkill").arg("-f").arg("--").arg(marker).status();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}

@@ -1,0 +1,173 @@
+//! Test support: the server with its sandbox on loopback, an HTTP driver that walks redirects
+//! through the router (no socket) and the sandbox, and a headless Chromium over WebDriver.
+#![allow(dead_code, clippy::unwrap_used, clippy::print_stdout)]
+
+pub mod browser;
+
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use server::cli::Cli;
+use server::frontend::Frontend;
+use server::session_store::PrunedMemoryStore;
+use server::startup::{prepare, Prepared, SandboxKeys};
+use tower::ServiceExt;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The Trunk build the browser tests need.
+pub fn dist_dir() -> PathBuf {
+    std::env::var_os("MH_DIST_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("dist"))
+}
+
+/// The public URL the router-level tests pretend to serve at.
+pub const APP: &str = "http://mh.test";
+
+/// A response as the tests read it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+/// A browser-like client: one cookie jar for our server, redirects followed by hand so each
+/// hop can be checked. Requests to `APP` go through the router; the rest over loopback.
+pub struct Driver {
+    pub router: axum::Router,
+    pub prepared: Prepared,
+    cookie: Option<String>,
+    http: reqwest::Client,
+    _data: tempfile::TempDir,
+}
+
+impl Driver {
+    /// The router over a sandbox whose access tokens live `token_ttl` seconds.
+    pub async fn new(token_ttl: u64) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let mut cli = Cli::for_tests(data.path().to_owned(), data.path().join("no-dist"));
+        cli.sandbox_token_ttl = token_ttl;
+        let prepared =
+            prepare(&cli, url::Url::parse(APP).unwrap(), SandboxKeys::Inline).await.unwrap();
+        server::register_server_fns();
+        let router = server::router(
+            prepared.state.clone(),
+            Frontend::load(&cli.dist_dir),
+            PrunedMemoryStore::default(),
+        );
+        let http =
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Driver { router, prepared, cookie: None, http, _data: data }
+    }
+
+    pub fn sandbox(&self) -> &sandbox::Sandbox {
+        self.prepared.sandbox.as_ref().unwrap()
+    }
+
+    /// A fresh EHR launch for `patient`, as the launcher page would create it.
+    pub fn ehr_launch(&self, patient: &str) -> String {
+        let launch = self.sandbox().ehr.auth.create_launch(sandbox::LaunchContext {
+            patient: Some(patient.into()),
+            practitioner: "prac-alvarez".into(),
+            need_patient_banner: true,
+            ..Default::default()
+        });
+        let mut url = url::Url::parse(&format!("{APP}/launch")).unwrap();
+        url.query_pairs_mut()
+            .append_pair("iss", self.sandbox().ehr_fhir_base().as_str())
+            .append_pair("launch", &launch);
+        url.to_string()
+    }
+
+    pub async fn get(&mut self, url: &str) -> Reply {
+        if url.starts_with(APP) {
+            self.app(Method::GET, url, None).await
+        } else {
+            let r = self.http.get(url).send().await.unwrap();
+            let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+            let location = r.headers().get("location").map(|v| v.to_str().unwrap().to_owned());
+            Reply { status, location, body: r.text().await.unwrap() }
+        }
+    }
+
+    /// Follows redirects from `url` until a non-redirect answer; returns every hop.
+    pub async fn follow(&mut self, url: &str) -> Vec<(String, Reply)> {
+        let mut hops = Vec::new();
+        let mut next = url.to_owned();
+        for _ in 0..10 {
+            let reply = self.get(&next).await;
+            let location = reply.location.clone();
+            hops.push((next.clone(), reply));
+            match location {
+                Some(l) if l.starts_with('/') => next = format!("{APP}{l}"),
+                Some(l) => next = l,
+                None => break,
+            }
+        }
+        hops
+    }
+
+    /// Calls a server function (form-encoded arguments, JSON answer).
+    pub async fn server_fn(
+        &mut self,
+        name: &str,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, serde_json::Value) {
+        let body = serde_urlencoded::to_string(form).unwrap();
+        let reply = self.app(Method::POST, &format!("{APP}/api/{name}"), Some(body)).await;
+        (
+            reply.status,
+            serde_json::from_str(&reply.body).unwrap_or(serde_json::Value::String(reply.body)),
+        )
+    }
+
+    async fn app(&mut self, method: Method, url: &str, form: Option<String>) -> Reply {
+        let path = url.strip_prefix(APP).unwrap();
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(cookie) = &self.cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        let request = match form {
+            Some(body) => request
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::ACCEPT, "application/json")
+                .body(Body::from(body)),
+            None => request.body(Body::empty()),
+        }
+        .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        for value in response.headers().get_all(header::SET_COOKIE) {
+            let cookie = value.to_str().unwrap();
+            if let Some(pair) = cookie.split(';').next() {
+                if pair.starts_with("mh_session=") {
+                    self.cookie = Some(pair.to_owned());
+                }
+            }
+        }
+        let status = response.status();
+        let location =
+            response.headers().get(header::LOCATION).map(|v| v.to_str().unwrap().to_owned());
+        let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024).await.unwrap();
+        Reply { status, location, body: String::from_utf8_lossy(&bytes).into_owned() }
+    }
+
+    /// Forgets the session cookie (a new browser).
+    pub fn clear_cookies(&mut self) {
+        self.cookie = None;
+    }
+
+    pub fn cookie(&self) -> Option<&str> {
+        self.cookie.as_deref()
+    }
+}
+
+/// The launch error code in a launch error page.
+pub fn launch_error_code(body: &str) -> Option<String> {
+    let start = body.find(r#"<meta name="mh-launch-error" content=""#)?
+        + r#"<meta name="mh-launch-error" content=""#.len();
+    Some(body[start..].split('"').next()?.to_owned())
+}
