@@ -447,10 +447,7 @@ impl AuthServer {
     }
 
     /// The picker's answer: a code, or `access_denied`.
-    pub fn decide(
-        &self,
-        d: &Decision,
-    ) -> Result<(String, RedirectParams), AuthorizeError> {
+    pub fn decide(&self, d: &Decision) -> Result<(String, RedirectParams), AuthorizeError> {
         let now = jose::now();
         let request =
             self.lock().requests.remove(&d.request_id).filter(|r| r.expires_at > now).ok_or_else(
