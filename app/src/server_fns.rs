@@ -1,7 +1,7 @@
 //! Server functions: public endpoints under `/api/…`. Each one checks the browser session
 //! and the launch it touches itself (in `service`), whatever page called it.
 
-use api::{ApiError, EhrChoice, ReviewContext};
+use api::{ApiError, CardView, EhrChoice, PlanAnswer, PlanStatus, ReviewContext};
 use leptos::prelude::*;
 
 /// The EHRs a clinician can start a standalone launch with.
@@ -17,6 +17,49 @@ pub async fn load_review_context(launch: String) -> Result<ReviewContext, ApiErr
     let state = ssr::state()?;
     let session = ssr::session().await?;
     service::context::review_context(&state, &session, &launch).await.map_err(ApiError::from)
+}
+
+/// Which plan Member History will ask for the launched patient, and its answer so far.
+#[server(endpoint = "plan_status")]
+pub async fn load_plan_status(launch: String) -> Result<PlanStatus, ApiError> {
+    let state = ssr::state()?;
+    let session = ssr::session().await?;
+    service::plan::status(&state, &session, &launch).await.map_err(ApiError::from)
+}
+
+/// Asks the patient's plan for their history (the `appointment-book` hook, in place of the
+/// EMR). `payer` and `member_id` are set when the clinician typed the member id.
+#[server(endpoint = "request_plan_history")]
+pub async fn request_plan_history(
+    launch: String,
+    payer: Option<String>,
+    member_id: Option<String>,
+) -> Result<PlanAnswer, ApiError> {
+    let state = ssr::state()?;
+    let session = ssr::session().await?;
+    let ask = service::plan::HistoryRequest { payer_id: payer, member_id };
+    service::plan::request_history(&state, &session, &launch, ask).await.map_err(ApiError::from)
+}
+
+/// Tells the plan what the clinician did with card `card`: accepted `suggestion`, or
+/// dismissed it (with one of the card's override reasons and an optional comment).
+#[server(endpoint = "card_feedback")]
+pub async fn card_feedback(
+    launch: String,
+    card: usize,
+    suggestion: Option<String>,
+    reason: Option<String>,
+    comment: Option<String>,
+) -> Result<CardView, ApiError> {
+    let state = ssr::state()?;
+    let session = ssr::session().await?;
+    let input = match suggestion {
+        Some(suggestion) => service::plan::FeedbackInput::Accept { suggestion },
+        None => service::plan::FeedbackInput::Dismiss { reason, comment },
+    };
+    service::plan::send_feedback(&state, &session, &launch, card, input)
+        .await
+        .map_err(ApiError::from)
 }
 
 #[cfg(feature = "ssr")]

@@ -49,6 +49,20 @@ pub struct Cli {
     /// Sandbox mode: how many synthetic patients the sandbox holds.
     #[arg(long, env = "MH_SANDBOX_PATIENTS", default_value_t = 12)]
     pub sandbox_patients: usize,
+
+    /// Sandbox mode: the sandbox health plan's port (0 picks a free one).
+    #[arg(long, env = "MH_SANDBOX_PLAN_PORT", default_value_t = 8082)]
+    pub sandbox_plan_port: u16,
+
+    /// Sandbox mode: resources in each member's history at the plan (10000 for a big one).
+    #[arg(long, env = "MH_SANDBOX_HISTORY_SIZE", default_value_t = 150)]
+    pub sandbox_history_size: usize,
+
+    /// Sandbox mode: how the plan points at the member's data: `pdex2` (a smart link with
+    /// appContext; Member History reads the data with SMART Backend Services) or `stu1` (a
+    /// card with the FHIR base and an access token).
+    #[arg(long, env = "MH_SANDBOX_PLAN_STYLE", default_value = "pdex2", value_parser = ["pdex2", "stu1"])]
+    pub sandbox_plan_style: String,
 }
 
 impl Cli {
@@ -64,6 +78,9 @@ impl Cli {
             sandbox_ehr_port: 0,
             sandbox_token_ttl: 3600,
             sandbox_patients: 12,
+            sandbox_plan_port: 0,
+            sandbox_history_size: 150,
+            sandbox_plan_style: "pdex2".into(),
         }
     }
 }

@@ -31,6 +31,7 @@ fn announce(running: &server::startup::Running) {
     println!("Member History is running at {}", running.url);
     if let Some(sandbox) = &running.sandbox {
         println!("Open the sandbox EHR to launch it: {}/", sandbox.ehr_url());
+        println!("Sandbox health plan (CDS Hooks and FHIR API): {}/", sandbox.plan_url());
     }
     println!("Press Ctrl-C to stop.");
 }

@@ -3,8 +3,12 @@
 
 use std::path::PathBuf;
 
-use sandbox::{ClientJwks, ClientRegistration, Sandbox, SandboxConfig};
-use service::config::{AppConfig, ClientAuthConfig, EhrConfig, DEFAULT_EHR_SCOPE};
+use sandbox::{
+    AnswerStyle, CdsClientTrust, ClientJwks, ClientRegistration, Sandbox, SandboxConfig,
+};
+use service::config::{
+    AppConfig, ClientAuthConfig, EhrConfig, PayerConfig, PlanFhirAuth, DEFAULT_EHR_SCOPE,
+};
 use service::AppState;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -54,6 +58,17 @@ pub async fn prepare(
     default_public_url: Url,
     keys: SandboxKeys,
 ) -> Result<Prepared, StartError> {
+    prepare_with(cli, default_public_url, keys, |_| {}).await
+}
+
+/// [`prepare`], letting the caller change the configuration before the state is built (tests
+/// point a payer at a hostile CDS service this way).
+pub async fn prepare_with(
+    cli: &Cli,
+    default_public_url: Url,
+    keys: SandboxKeys,
+    adjust: impl FnOnce(&mut AppConfig),
+) -> Result<Prepared, StartError> {
     match &cli.config {
         Some(path) => {
             let mut config = AppConfig::from_file(path)?;
@@ -66,6 +81,7 @@ pub async fn prepare(
             if let Some(key) = &cli.signing_key {
                 config.signing_key = Some(key.clone());
             }
+            adjust(&mut config);
             config.validate()?;
             let key = load_key(&config)?;
             Ok(Prepared { state: AppState::new(config, key), sandbox: None })
@@ -83,6 +99,11 @@ pub async fn prepare(
                 SandboxKeys::JwksUrl => ClientJwks::Url(config.jwks_url().to_string()),
                 SandboxKeys::Inline => ClientJwks::Inline(key.jwks()),
             };
+            let cds_trust = CdsClientTrust {
+                issuer: config.cds_issuer(),
+                jku: config.jwks_url().to_string(),
+                jwks: (keys == SandboxKeys::Inline).then(|| key.jwks()),
+            };
             let sandbox = Sandbox::start(SandboxConfig {
                 ehr_port: cli.sandbox_ehr_port,
                 patients: cli.sandbox_patients,
@@ -95,6 +116,14 @@ pub async fn prepare(
                     jwks: Some(jwks),
                     client_secret: None,
                 }],
+                plan_port: cli.sandbox_plan_port,
+                plan_style: if cli.sandbox_plan_style == "stu1" {
+                    AnswerStyle::Stu1Token
+                } else {
+                    AnswerStyle::Pdex2AppContext
+                },
+                history_size: cli.sandbox_history_size,
+                cds_clients: vec![cds_trust],
                 ..SandboxConfig::default()
             })
             .await?;
@@ -107,10 +136,33 @@ pub async fn prepare(
                 scope: DEFAULT_EHR_SCOPE.into(),
                 frame_ancestors: vec![sandbox.ehr_url().to_owned()],
             });
+            config.payers.push(PayerConfig {
+                id: "sandbox-plan".into(),
+                name: sandbox::synthetic::PLAN_NAME.into(),
+                payor_identifiers: vec![format!(
+                    "{}|{}",
+                    sandbox::synthetic::systems::PAYER_ID,
+                    sandbox::synthetic::PLAN_PAYER_ID
+                )],
+                payor_names: vec![sandbox::synthetic::PLAN_NAME.into()],
+                cds_base: url_of(sandbox.plan_url())?,
+                service_id: None,
+                fhir_base: url_of(sandbox.plan_fhir_base())?,
+                fhir_auth: PlanFhirAuth::BackendServices {
+                    client_id: SANDBOX_CLIENT_ID.into(),
+                    scope: "system/*.rs".into(),
+                },
+                timeout_seconds: 15,
+            });
+            adjust(&mut config);
             config.validate()?;
             Ok(Prepared { state: AppState::new(config, key), sandbox: Some(sandbox) })
         }
     }
+}
+
+fn url_of(s: &str) -> Result<Url, StartError> {
+    Url::parse(s).map_err(|e| StartError::Url(e.to_string()))
 }
 
 fn load_key(config: &AppConfig) -> Result<jose::SigningKey, StartError> {
@@ -150,6 +202,14 @@ impl Drop for Running {
 
 /// Binds, prepares and serves in the background.
 pub async fn start(cli: Cli) -> Result<Running, StartError> {
+    start_with(cli, |_| {}).await
+}
+
+/// [`start`], with a chance to change the configuration (see [`prepare_with`]).
+pub async fn start_with(
+    cli: Cli,
+    adjust: impl FnOnce(&mut AppConfig),
+) -> Result<Running, StartError> {
     let listener = TcpListener::bind(cli.listen)
         .await
         .map_err(|source| StartError::Listen { addr: cli.listen, source })?;
@@ -157,7 +217,7 @@ pub async fn start(cli: Cli) -> Result<Running, StartError> {
         listener.local_addr().map_err(|source| StartError::Listen { addr: cli.listen, source })?;
     let default_url =
         Url::parse(&format!("http://{addr}")).map_err(|e| StartError::Url(e.to_string()))?;
-    let prepared = prepare(&cli, default_url, SandboxKeys::JwksUrl).await?;
+    let prepared = prepare_with(&cli, default_url, SandboxKeys::JwksUrl, adjust).await?;
     let frontend = Frontend::load(&cli.dist_dir);
     let sessions = PrunedMemoryStore::default();
     crate::register_server_fns();

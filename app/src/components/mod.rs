@@ -1,3 +1,5 @@
 mod banner;
+mod plan;
 
 pub use banner::PatientBanner;
+pub use plan::PlanPanel;

@@ -2,7 +2,7 @@ use api::{ErrorCode, LaunchErrorCode, ReviewContext};
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
-use crate::components::PatientBanner;
+use crate::components::{PatientBanner, PlanPanel};
 use crate::pages::LaunchErrorPage;
 use crate::server_fns::load_review_context;
 
@@ -46,6 +46,7 @@ fn Review(ctx: ReviewContext) -> impl IntoView {
             {user.map(|u| view! { <span class="user" data-testid="user-name">{u.name}</span> })}
         </header>
         {ctx.need_patient_banner.then(|| view! { <PatientBanner patient=ctx.patient.clone() /> })}
+        <PlanPanel launch=ctx.launch_id.clone() launch_kind=ctx.launch_kind />
         <section class="plan-history" aria-labelledby="plan-history-heading">
             <h2 id="plan-history-heading">"Plan history"</h2>
             <p class="empty">"The health plan's history for this patient will appear here."</p>

@@ -4,10 +4,12 @@
 //! launched patient and never a token. Compiled for both the server and the WASM app.
 
 pub mod launch_error;
+pub mod plan;
 
 use serde::{Deserialize, Serialize};
 
 pub use launch_error::LaunchErrorCode;
+pub use plan::*;
 
 /// An EHR the clinician can start a standalone launch with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +79,8 @@ pub enum ErrorCode {
     EhrUnavailable,
     /// The EHR refused the app's access (token no longer valid, scope missing).
     EhrRefused,
+    /// The health plan could not be reached or answered with an error.
+    PlanUnavailable,
     /// The request was not valid.
     BadRequest,
     /// Something failed on our side; details are in the server log.

@@ -518,6 +518,46 @@ impl AuthServer {
         code
     }
 
+    /// A signed access token (remembered for revocation).
+    fn access_token(
+        &self,
+        client_id: &str,
+        subject: &str,
+        scope: &str,
+        context: &LaunchContext,
+        fhir_user: Option<String>,
+        now: u64,
+    ) -> Result<String, jose::JoseError> {
+        let jti = jose::new_jti();
+        self.issued.lock().unwrap_or_else(|p| p.into_inner()).push(jti.clone());
+        let claims = AccessTokenClaims {
+            iss: &self.issuer,
+            sub: subject,
+            aud: &self.fhir_base,
+            exp: now + self.access_token_ttl,
+            iat: now,
+            jti,
+            client_id,
+            scope,
+            patient: context.patient.as_deref(),
+            encounter: context.encounter.as_deref(),
+            fhir_user,
+        };
+        self.key.sign(&claims, None)
+    }
+
+    /// An access token for `client_id` outside any OAuth flow (the plan hands one out in a
+    /// PDex STU1 card).
+    pub fn mint_access_token(
+        &self,
+        client_id: &str,
+        scope: &str,
+        patient: Option<&str>,
+    ) -> Result<String, jose::JoseError> {
+        let context = LaunchContext { patient: patient.map(str::to_owned), ..Default::default() };
+        self.access_token(client_id, client_id, scope, &context, None, jose::now())
+    }
+
     /// The token endpoint.
     pub async fn token(&self, headers: &HeaderMap, p: &TokenParams) -> Result<Value, TokenError> {
         let result = self.token_inner(headers, p).await;
@@ -656,24 +696,8 @@ impl AuthServer {
             .then(|| format!("{}/Practitioner/{}", self.fhir_base, context.practitioner));
         let subject =
             if context.practitioner.is_empty() { client_id } else { context.practitioner.as_str() };
-        let jti = jose::new_jti();
-        self.issued.lock().unwrap_or_else(|p| p.into_inner()).push(jti.clone());
-        let claims = AccessTokenClaims {
-            iss: &self.issuer,
-            sub: subject,
-            aud: &self.fhir_base,
-            exp: now + self.access_token_ttl,
-            iat: now,
-            jti,
-            client_id,
-            scope,
-            patient: context.patient.as_deref(),
-            encounter: context.encounter.as_deref(),
-            fhir_user: fhir_user.clone(),
-        };
         let access_token = self
-            .key
-            .sign(&claims, None)
+            .access_token(client_id, subject, scope, context, fhir_user.clone(), now)
             .map_err(|_| TokenError::new("server_error", "could not sign"))?;
         let mut body = json!({
             "access_token": access_token,

@@ -31,6 +31,8 @@ pub struct Ehr {
     pub store: Arc<FhirStore>,
     pub people: Vec<Person>,
     pub api: FhirApi,
+    /// The EHR as a CDS client of the plan (the booking page), when a plan runs.
+    pub booking: Option<crate::booking::Booking>,
 }
 
 impl Ehr {
@@ -58,6 +60,8 @@ pub fn router(ehr: Arc<Ehr>) -> Router {
     Router::new()
         .route("/", get(launcher))
         .route("/launch", post(launch))
+        .route("/book", get(crate::booking::form).post(crate::booking::book))
+        .route("/book/launch", post(crate::booking::launch))
         .route("/frame", get(frame))
         .route("/sandbox.css", get(stylesheet))
         .route("/smart-style.json", get(smart_style))
@@ -127,7 +131,7 @@ async fn launcher(State(ehr): State<Arc<Ehr>>) -> Html<String> {
                         label { input type="checkbox" name="embedded" value="true"; " Open inside the EHR's 800×600 app frame" }
                     }
                     table {
-                        thead { tr { th { "Patient" } th { "Sex" } th { "Birth date" } th { "MRN" } th { "Coverage" } th {} } }
+                        thead { tr { th { "Patient" } th { "Sex" } th { "Birth date" } th { "MRN" } th { "Coverage" } th {} th {} } }
                         tbody {
                             @for p in &ehr.people {
                                 tr {
@@ -137,6 +141,7 @@ async fn launcher(State(ehr): State<Arc<Ehr>>) -> Html<String> {
                                     td { (p.mrn) }
                                     td.muted { (coverage_label(p)) }
                                     td { button type="submit" name="patient" value=(p.patient_id) { "Launch " (client.name) } }
+                                    td { a.button href={ "/book?patient=" (p.patient_id) } data-book=(p.patient_id) { "Book appointment" } }
                                 }
                             }
                         }

@@ -182,6 +182,7 @@ pub fn router(api: FhirApi) -> Router {
         .route("/metadata", get(metadata))
         .route("/{resource_type}", get(search_type))
         .route("/{resource_type}/{id}", get(read))
+        .route("/Patient/{id}/$everything", get(everything))
         .with_state(api)
 }
 
@@ -351,4 +352,112 @@ pub fn capability_statement(
         "format": ["application/fhir+json", "json"],
         "rest": [rest],
     })
+}
+
+/// The clinical date of a resource for `$everything`'s `start`/`end` ("care dates").
+fn care_date(resource: &Value) -> Option<&str> {
+    const PATHS: [&str; 12] = [
+        "/period/start",
+        "/onsetDateTime",
+        "/recordedDate",
+        "/performedDateTime",
+        "/performedPeriod/start",
+        "/effectiveDateTime",
+        "/effectivePeriod/start",
+        "/whenHandedOver",
+        "/occurrenceDateTime",
+        "/billablePeriod/start",
+        "/created",
+        "/issued",
+    ];
+    PATHS.iter().find_map(|p| resource.pointer(p).and_then(Value::as_str))
+}
+
+const EVERYTHING_PARAMS: [&str; 6] = ["start", "end", "_since", "_type", "_count", "_offset"];
+
+/// `Patient/{id}/$everything` (FHIR R4): the patient's compartment plus the practitioners and
+/// organisations it refers to, filtered by `start`/`end` (care dates), `_since`
+/// (`meta.lastUpdated`) and `_type`, paged through `Bundle.link[next]`.
+async fn everything(
+    State(api): State<FhirApi>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let grant = api.tokens.verify(&headers)?;
+    let reach = grant.reach("Patient", Permission::Read)?;
+    if let Reach::Patient(patient) = &reach {
+        if patient != &id {
+            return Err(ApiError::forbidden("$everything is limited to the patient in context"));
+        }
+    }
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    if let Some((unknown, _)) =
+        params.iter().find(|(k, _)| !EVERYTHING_PARAMS.contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid(format!("unknown parameter `{unknown}` for $everything")));
+    }
+    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    if api.store.read("Patient", &id).is_none() {
+        return Err(ApiError::not_found(format!("Patient/{id} is not known")));
+    }
+    let types: Option<Vec<&str>> = get("_type").map(|t| t.split(',').map(str::trim).collect());
+    let (start, end, since) = (get("start"), get("end"), get("_since"));
+    let mut resources = api.store.compartment(&id);
+    resources.extend(referenced_directory(&api.store, &resources));
+    let results: Vec<Value> = resources
+        .into_iter()
+        .filter(|r| {
+            let resource_type = r.get("resourceType").and_then(Value::as_str).unwrap_or("");
+            types.as_ref().is_none_or(|t| t.contains(&resource_type) || resource_type == "Patient")
+        })
+        .filter(|r| match care_date(r) {
+            Some(date) => {
+                start.is_none_or(|s| &date[..date.len().min(s.len())] >= s)
+                    && end.is_none_or(|e| &date[..date.len().min(e.len())] <= e)
+            }
+            None => true,
+        })
+        .filter(|r| {
+            since.is_none_or(|s| {
+                r.pointer("/meta/lastUpdated").and_then(Value::as_str).is_some_and(|u| u >= s)
+            })
+        })
+        .collect();
+    Ok(fhir_json(&searchset(
+        &api,
+        &format!("{}/Patient/{id}/$everything", api.base_url),
+        &params,
+        results,
+    )?))
+}
+
+/// The Practitioner and Organization resources the given resources refer to.
+fn referenced_directory(store: &FhirStore, resources: &[Value]) -> Vec<Value> {
+    let mut wanted = std::collections::BTreeSet::new();
+    fn walk(v: &Value, wanted: &mut std::collections::BTreeSet<(String, String)>) {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("reference") {
+                    if let fhir::Reference::Local { resource_type, id } = fhir::Reference::parse(r)
+                    {
+                        if matches!(
+                            resource_type.as_str(),
+                            "Practitioner" | "Organization" | "Location"
+                        ) {
+                            wanted.insert((resource_type, id));
+                        }
+                    }
+                }
+                map.values().for_each(|v| walk(v, wanted));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, wanted)),
+            _ => {}
+        }
+    }
+    resources.iter().for_each(|r| walk(r, &mut wanted));
+    wanted.into_iter().filter_map(|(t, id)| store.read(&t, &id)).collect()
 }

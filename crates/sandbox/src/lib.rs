@@ -3,9 +3,13 @@
 //! deterministic synthetic patients. The demo and every end-to-end test run against it.
 
 pub mod auth;
+pub mod booking;
+pub mod cds_trust;
 pub mod ehr;
 pub mod fhir_api;
+pub mod history;
 pub mod pages;
+pub mod plan;
 pub mod search;
 pub mod store;
 pub mod synthetic;
@@ -18,7 +22,9 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 pub use auth::{ClientJwks, ClientRegistration, LaunchContext};
+pub use cds_trust::CdsClientTrust;
 pub use ehr::Ehr;
+pub use plan::{AnswerStyle, Plan};
 
 /// How to start the sandbox.
 #[derive(Debug, Clone)]
@@ -31,8 +37,18 @@ pub struct SandboxConfig {
     pub patients: usize,
     /// Lifetime of EHR access tokens, in seconds.
     pub access_token_ttl_secs: u64,
-    /// Apps registered with the EHR.
+    /// Apps registered with the EHR (and with the plan, for SMART Backend Services).
     pub clients: Vec<ClientRegistration>,
+    /// The plan's port; 0 picks a free one.
+    pub plan_port: u16,
+    /// How the plan points at the member's data.
+    pub plan_style: AnswerStyle,
+    /// Resources in each member's history at the plan.
+    pub history_size: usize,
+    /// CDS clients the plan trusts (the sandbox EHR is added automatically).
+    pub cds_clients: Vec<CdsClientTrust>,
+    /// Lifetime of the plan's access tokens, in seconds.
+    pub plan_token_ttl_secs: u64,
 }
 
 impl Default for SandboxConfig {
@@ -44,6 +60,11 @@ impl Default for SandboxConfig {
             patients: 12,
             access_token_ttl_secs: 3600,
             clients: Vec::new(),
+            plan_port: 0,
+            plan_style: AnswerStyle::default(),
+            history_size: 150,
+            cds_clients: Vec::new(),
+            plan_token_ttl_secs: 900,
         }
     }
 }
@@ -68,6 +89,7 @@ pub enum SandboxError {
 #[derive(Debug)]
 pub struct Sandbox {
     pub ehr: Arc<Ehr>,
+    pub plan: Arc<Plan>,
     ehr_fhir_base: Url,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -75,19 +97,67 @@ pub struct Sandbox {
 impl Sandbox {
     pub async fn start(config: SandboxConfig) -> Result<Self, SandboxError> {
         let ehr_listener = bind(config.host, config.ehr_port).await?;
-        let ehr_addr = ehr_listener.local_addr().map_err(|source| SandboxError::Bind {
-            addr: SocketAddr::new(config.host, config.ehr_port),
-            source,
-        })?;
-        let ehr_base = format!("http://{ehr_addr}");
+        let plan_listener = bind(config.host, config.plan_port).await?;
+        let ehr_base = base_url(&ehr_listener, config.host, config.ehr_port)?;
+        let plan_base = base_url(&plan_listener, config.host, config.plan_port)?;
         let http = fhir::http::client(&fhir::http::HttpLimits::default());
-
         let people = synthetic::population(config.seed, config.patients);
+
+        // The plan.
+        let mut members = plan::members(&people);
+        let plan_store = Arc::new(store::FhirStore::new());
+        plan_store.put_all(plan::plan_resources(
+            &people,
+            &members,
+            config.history_size,
+            config.seed,
+        ))?;
+        for m in &mut members {
+            m.records = plan_store.compartment(&m.patient_id).len();
+        }
+        let plan_auth = auth::AuthServer::new(
+            &plan_base,
+            jose::SigningKey::generate_es384()?,
+            config.clients.clone(),
+            config.plan_token_ttl_secs,
+            http.clone(),
+        );
+        let ehr_key = jose::SigningKey::generate_es384()?;
+        let mut trusted = config.cds_clients.clone();
+        trusted.push(CdsClientTrust {
+            issuer: ehr_base.clone(),
+            jku: format!("{ehr_base}/auth/jwks"),
+            jwks: Some(ehr_key.jwks()),
+        });
+        let plan_fhir_base = format!("{plan_base}/fhir");
+        let plan = Arc::new(Plan {
+            api: fhir_api::FhirApi {
+                store: plan_store.clone(),
+                base_url: plan_fhir_base.clone(),
+                tokens: Arc::new(plan_auth.verifier()),
+                capability: Arc::new(std::sync::RwLock::new(plan::capability_statement(
+                    &plan_fhir_base,
+                    &plan_auth.issuer,
+                ))),
+                default_page_size: 200,
+            },
+            base_url: plan_base.clone(),
+            fhir_base: plan_fhir_base,
+            store: plan_store,
+            members,
+            auth: plan_auth,
+            trust: cds_trust::CdsTrust::new(trusted, http.clone()),
+            style: std::sync::Mutex::new(config.plan_style),
+            app_launch_url: config.clients.first().map(|c| c.launch_url.clone()),
+            received: std::sync::Mutex::default(),
+        });
+
+        // The EHR.
         let store = Arc::new(store::FhirStore::new());
         store.put_all(synthetic::ehr_resources(&people))?;
         let auth = auth::AuthServer::new(
             &ehr_base,
-            jose::SigningKey::generate_es384()?,
+            ehr_key.clone(),
             config.clients.clone(),
             config.access_token_ttl_secs,
             http,
@@ -106,10 +176,24 @@ impl Sandbox {
             ))),
             default_page_size: 50,
         };
-        let ehr = Arc::new(Ehr { base_url: ehr_base, auth, store, people, api });
-        let tasks = vec![serve(ehr_listener, ehr::router(ehr.clone()))];
-        tracing::info!(ehr = %ehr.base_url, "sandbox started");
-        Ok(Self { ehr, ehr_fhir_base, tasks })
+        let identity = cds_hooks::ClientIdentity {
+            key: Arc::new(ehr_key),
+            issuer: ehr_base.clone(),
+            jku: format!("{ehr_base}/auth/jwks"),
+            tenant: None,
+        };
+        let booking = booking::Booking::new(
+            cds_hooks::CdsClient::new(identity, cds_hooks::CdsLimits::default()),
+            Url::parse(&plan_base).map_err(|e| SandboxError::Url(e.to_string()))?,
+        );
+        let ehr =
+            Arc::new(Ehr { base_url: ehr_base, auth, store, people, api, booking: Some(booking) });
+        let tasks = vec![
+            serve(ehr_listener, ehr::router(ehr.clone())),
+            serve(plan_listener, plan::router(plan.clone())),
+        ];
+        tracing::info!(ehr = %ehr.base_url, plan = %plan.base_url, "sandbox started");
+        Ok(Self { ehr, plan, ehr_fhir_base, tasks })
     }
 
     /// The EHR's FHIR base (the `iss` of its launches).
@@ -121,6 +205,16 @@ impl Sandbox {
     pub fn ehr_url(&self) -> &str {
         &self.ehr.base_url
     }
+
+    /// The plan's web root (CDS Hooks base: `{url}/cds-services`).
+    pub fn plan_url(&self) -> &str {
+        &self.plan.base_url
+    }
+
+    /// The plan's FHIR base.
+    pub fn plan_fhir_base(&self) -> &str {
+        &self.plan.fhir_base
+    }
 }
 
 impl Drop for Sandbox {
@@ -129,6 +223,13 @@ impl Drop for Sandbox {
             task.abort();
         }
     }
+}
+
+fn base_url(listener: &TcpListener, host: IpAddr, port: u16) -> Result<String, SandboxError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|source| SandboxError::Bind { addr: SocketAddr::new(host, port), source })?;
+    Ok(format!("http://{addr}"))
 }
 
 async fn bind(host: IpAddr, port: u16) -> Result<TcpListener, SandboxError> {

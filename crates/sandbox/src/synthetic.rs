@@ -248,6 +248,25 @@ pub fn ehr_resources(people: &[Person]) -> Vec<Value> {
         if let Some(coverage) = ehr_coverage(p) {
             out.push(coverage);
         }
+        for (n, (resource_type, system, code, display, date)) in
+            crate::history::shared_items(p).into_iter().enumerate()
+        {
+            let id = format!("{}-chart-{}", p.patient_id, n + 1);
+            let concept = json!({"coding": [coding(system, code, display)], "text": display});
+            out.push(match resource_type {
+                "Condition" => json!({
+                    "resourceType": "Condition", "id": id,
+                    "clinicalStatus": {"coding": [coding("http://terminology.hl7.org/CodeSystem/condition-clinical", "active", "Active")]},
+                    "code": concept, "subject": {"reference": format!("Patient/{}", p.patient_id)},
+                    "onsetDateTime": format!("{date}T00:00:00Z"),
+                }),
+                _ => json!({
+                    "resourceType": "Immunization", "id": id, "status": "completed",
+                    "vaccineCode": concept, "patient": {"reference": format!("Patient/{}", p.patient_id)},
+                    "occurrenceDateTime": format!("{date}T11:00:00Z"),
+                }),
+            });
+        }
         for (n, (date, reason)) in
             [("2025-03-14", "Annual wellness visit"), ("2026-02-02", "Follow-up visit")]
                 .iter()

@@ -33,6 +33,9 @@ pub struct AppConfig {
     /// The EHRs Member History may be launched from. Only these are ever contacted.
     #[serde(default, rename = "ehr")]
     pub ehrs: Vec<EhrConfig>,
+    /// The health plans Member History may ask. Only these are ever contacted.
+    #[serde(default, rename = "payer")]
+    pub payers: Vec<PayerConfig>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -97,6 +100,51 @@ pub enum ClientAuthConfig {
     ClientSecretBasic { secret_env: String },
 }
 
+/// One health plan.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayerConfig {
+    /// A short stable id.
+    pub id: String,
+    /// The name clinicians see.
+    pub name: String,
+    /// `Coverage.payor` Organizations with one of these identifiers (`system|value`) are this plan.
+    #[serde(default)]
+    pub payor_identifiers: Vec<String>,
+    /// … or with one of these names (compared ignoring case).
+    #[serde(default)]
+    pub payor_names: Vec<String>,
+    /// The CDS Hooks base URL: discovery is `{cds_base}/cds-services`.
+    pub cds_base: Url,
+    /// The service to call; by default the first `appointment-book` service in discovery.
+    #[serde(default)]
+    pub service_id: Option<String>,
+    /// The plan's FHIR API. Answers pointing anywhere else are not followed.
+    pub fhir_base: Url,
+    /// How Member History gets access to the plan's FHIR API.
+    #[serde(default)]
+    pub fhir_auth: PlanFhirAuth,
+    /// Seconds to wait for the plan's CDS service before telling the clinician it did not answer.
+    #[serde(default = "default_plan_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_plan_timeout() -> u64 {
+    15
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PlanFhirAuth {
+    /// Use the access token the plan puts in its answer (PDex STU1 cards, or an `appContext`
+    /// that carries one).
+    #[default]
+    FromAnswer,
+    /// SMART Backend Services: `client_credentials` with `private_key_jwt` at the plan's
+    /// token endpoint (from its `.well-known/smart-configuration`).
+    BackendServices { client_id: String, scope: String },
+}
+
 /// A configuration that cannot be used, with what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -149,6 +197,26 @@ impl AppConfig {
                 }
             }
         }
+        let mut payer_ids = std::collections::HashSet::new();
+        for payer in &self.payers {
+            if !payer_ids.insert(payer.id.as_str()) {
+                return Err(ConfigError::Invalid(format!("two payers have the id `{}`", payer.id)));
+            }
+            for url in [&payer.cds_base, &payer.fhir_base] {
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(ConfigError::Invalid(format!(
+                        "payer `{}`: URLs must be http or https",
+                        payer.id
+                    )));
+                }
+            }
+            if payer.payor_identifiers.is_empty() && payer.payor_names.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "payer `{}`: give payor_identifiers or payor_names so coverage can be matched to it",
+                    payer.id
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -165,6 +233,11 @@ impl AppConfig {
     /// Our public JWKS URL.
     pub fn jwks_url(&self) -> Url {
         join(&self.public_url, ".well-known/jwks.json")
+    }
+
+    /// Our `iss` in CDS Hooks JWTs: the public URL without a trailing slash.
+    pub fn cds_issuer(&self) -> String {
+        self.public_url.as_str().trim_end_matches('/').to_owned()
     }
 
     /// The EHR whose issuer is `iss` (trailing slashes ignored).

@@ -37,7 +37,9 @@ where
     }
 }
 
-async fn current_token(
+/// The EMR client and a current access token for the launch (refreshed when due, or
+/// always with `force_refresh`).
+pub async fn current_token(
     state: &AppState,
     launch: &Arc<Mutex<Launch>>,
     force_refresh: bool,

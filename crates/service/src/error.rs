@@ -44,6 +44,9 @@ pub enum ServiceError {
     Refresh(SmartError),
     #[error("the request was not valid: {0}")]
     BadRequest(String),
+    /// The plan could not be asked; the message names the plan and says what to do.
+    #[error("plan: {0}")]
+    Plan(String),
     #[error("session store: {0}")]
     Session(String),
     #[error("{0}")]
@@ -85,6 +88,7 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(ErrorCode::EhrUnavailable, "The EHR did not answer as expected. Try again in a moment.")
             }
             ServiceError::BadRequest(m) => ApiError::new(ErrorCode::BadRequest, m.clone()),
+            ServiceError::Plan(m) => ApiError::new(ErrorCode::PlanUnavailable, m.clone()),
             ServiceError::Session(_) | ServiceError::Internal(_) => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::new(ErrorCode::Internal, "Something went wrong on Member History's server. Try again.")

@@ -108,6 +108,11 @@ pub async fn complete(
         smart_style_url: token.context.smart_style_url.clone(),
         app_context: token.context.app_context.clone(),
         style: None,
+        plan: token
+            .context
+            .app_context
+            .as_deref()
+            .and_then(|c| crate::plan::from_app_context(state, c)),
     };
     let id = launch.id.clone();
     state.launches.insert(launch).await;

@@ -27,6 +27,8 @@ pub struct Launch {
     pub app_context: Option<String>,
     /// The style fetched from `smart_style_url`, once.
     pub style: Option<api::SmartStyle>,
+    /// What the health plan said, and how to reach its data.
+    pub plan: Option<crate::plan::PlanState>,
 }
 
 #[derive(Debug)]

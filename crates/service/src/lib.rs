@@ -8,6 +8,7 @@ pub mod emr;
 pub mod error;
 pub mod launch;
 pub mod launches;
+pub mod plan;
 pub mod session;
 pub mod state;
 

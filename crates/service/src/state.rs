@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use smart::{ClientAuth, Discovery, Secret, SmartClient};
 
-use crate::config::{AppConfig, ClientAuthConfig, EhrConfig};
+use crate::config::{AppConfig, ClientAuthConfig, EhrConfig, PayerConfig, PlanFhirAuth};
 use crate::launches::LaunchStore;
 
 /// One configured EHR with its SMART client.
@@ -14,6 +14,23 @@ use crate::launches::LaunchStore;
 pub struct EhrRuntime {
     pub config: EhrConfig,
     pub client: SmartClient,
+}
+
+/// One configured health plan: its discovery document (cached) and, for SMART Backend
+/// Services, a SMART client.
+#[derive(Debug)]
+pub struct PayerRuntime {
+    pub config: PayerConfig,
+    /// Our CDS Hooks client for this plan (JWT signed with our key, `jku` = our JWKS URL).
+    pub cds: cds_hooks::CdsClient,
+    pub backend: Option<SmartClient>,
+    pub discovery: tokio::sync::Mutex<Option<(std::time::Instant, cds_hooks::DiscoveryResponse)>>,
+}
+
+impl PayerRuntime {
+    pub fn summary(&self) -> api::PayerSummary {
+        api::PayerSummary { id: self.config.id.clone(), name: self.config.name.clone() }
+    }
 }
 
 #[derive(Debug)]
@@ -24,6 +41,7 @@ pub struct Inner {
     pub discovery: Discovery,
     pub signing_key: Arc<jose::SigningKey>,
     pub ehrs: Vec<EhrRuntime>,
+    pub payers: Vec<PayerRuntime>,
     pub launches: LaunchStore,
 }
 
@@ -69,6 +87,36 @@ impl AppState {
                 }
             })
             .collect();
+        let identity = cds_hooks::ClientIdentity {
+            key: signing_key.clone(),
+            issuer: config.cds_issuer(),
+            jku: config.jwks_url().to_string(),
+            tenant: None,
+        };
+        let payers = config
+            .payers
+            .iter()
+            .map(|payer| PayerRuntime {
+                config: payer.clone(),
+                cds: cds_hooks::CdsClient::new(
+                    identity.clone(),
+                    cds_hooks::CdsLimits {
+                        timeout: Duration::from_secs(payer.timeout_seconds.max(1)),
+                        ..cds_hooks::CdsLimits::default()
+                    },
+                ),
+                backend: match &payer.fhir_auth {
+                    PlanFhirAuth::BackendServices { client_id, .. } => Some(SmartClient::new(
+                        client_id.clone(),
+                        config.redirect_uri(),
+                        ClientAuth::PrivateKeyJwt { key: signing_key.clone() },
+                        http.clone(),
+                    )),
+                    PlanFhirAuth::FromAnswer => None,
+                },
+                discovery: tokio::sync::Mutex::new(None),
+            })
+            .collect();
         let idle = Duration::from_secs(config.session_idle_minutes.max(1) * 60);
         AppState(Arc::new(Inner {
             discovery: Discovery::new(http.clone(), Duration::from_secs(3600)),
@@ -76,6 +124,7 @@ impl AppState {
             limits,
             signing_key,
             ehrs,
+            payers,
             launches: LaunchStore::new(idle),
             config,
         }))
@@ -88,6 +137,10 @@ impl AppState {
     pub fn ehr_by_issuer(&self, iss: &str) -> Option<&EhrRuntime> {
         let iss = iss.trim_end_matches('/');
         self.ehrs.iter().find(|e| e.config.issuer.as_str().trim_end_matches('/') == iss)
+    }
+
+    pub fn payer(&self, id: &str) -> Option<&PayerRuntime> {
+        self.payers.iter().find(|p| p.config.id == id)
     }
 
     /// A FHIR client for the EHR's base URL.

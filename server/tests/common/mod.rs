@@ -11,7 +11,7 @@ use axum::http::{header, Method, Request, StatusCode};
 use server::cli::Cli;
 use server::frontend::Frontend;
 use server::session_store::PrunedMemoryStore;
-use server::startup::{prepare, Prepared, SandboxKeys};
+use server::startup::{prepare_with, Prepared, SandboxKeys};
 use tower::ServiceExt;
 
 /// The workspace root.
@@ -48,11 +48,23 @@ pub struct Driver {
 impl Driver {
     /// The router over a sandbox whose access tokens live `token_ttl` seconds.
     pub async fn new(token_ttl: u64) -> Self {
+        Self::with(token_ttl, |_| {}, |_| {}).await
+    }
+
+    /// The router with the command line and configuration adjusted.
+    pub async fn with(
+        token_ttl: u64,
+        cli_adjust: impl FnOnce(&mut Cli),
+        config_adjust: impl FnOnce(&mut service::AppConfig),
+    ) -> Self {
         let data = tempfile::tempdir().unwrap();
         let mut cli = Cli::for_tests(data.path().to_owned(), data.path().join("no-dist"));
         cli.sandbox_token_ttl = token_ttl;
+        cli_adjust(&mut cli);
         let prepared =
-            prepare(&cli, url::Url::parse(APP).unwrap(), SandboxKeys::Inline).await.unwrap();
+            prepare_with(&cli, url::Url::parse(APP).unwrap(), SandboxKeys::Inline, config_adjust)
+                .await
+                .unwrap();
         server::register_server_fns();
         let router = server::router(
             prepared.state.clone(),
@@ -66,6 +78,19 @@ impl Driver {
 
     pub fn sandbox(&self) -> &sandbox::Sandbox {
         self.prepared.sandbox.as_ref().unwrap()
+    }
+
+    /// Walks an EHR launch for `patient` to the review page; returns the launch id.
+    pub async fn launch(&mut self, patient: &str) -> String {
+        let url = self.ehr_launch(patient);
+        let hops = self.follow(&url).await;
+        let (last_url, last) = hops.last().unwrap();
+        assert!(
+            last_url.starts_with(&format!("{APP}/review/")),
+            "ended at {last_url}: {:?}",
+            last.status
+        );
+        last_url.rsplit('/').next().unwrap().to_owned()
     }
 
     /// A fresh EHR launch for `patient`, as the launcher page would create it.
@@ -170,4 +195,94 @@ pub fn launch_error_code(body: &str) -> Option<String> {
     let start = body.find(r#"<meta name="mh-launch-error" content=""#)?
         + r#"<meta name="mh-launch-error" content=""#.len();
     Some(body[start..].split('"').next()?.to_owned())
+}
+
+/// The real server and sandbox on loopback sockets (what the browser tests use).
+pub struct TestServer {
+    pub server: server::startup::Running,
+    _data: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}, |_| {}).await
+    }
+
+    pub async fn start_with(
+        cli_adjust: impl FnOnce(&mut Cli),
+        config_adjust: impl FnOnce(&mut service::AppConfig),
+    ) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let mut cli = Cli::for_tests(data.path().to_owned(), dist_dir());
+        cli_adjust(&mut cli);
+        let server = server::startup::start_with(cli, config_adjust).await.unwrap();
+        TestServer { server, _data: data }
+    }
+
+    /// Fails clearly when the Trunk build the browser needs is missing.
+    pub fn require_built_app() {
+        let dist = dist_dir();
+        assert!(
+            dist.join("index.html").exists(),
+            "the app is not built at {}: run `trunk build --release` first (the README's test command does)",
+            dist.display()
+        );
+    }
+
+    pub fn sandbox(&self) -> &sandbox::Sandbox {
+        self.server.sandbox.as_ref().unwrap()
+    }
+
+    /// The app's URL with `path` (no leading slash).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.url)
+    }
+}
+
+/// An HTTP client with a cookie jar against a [`TestServer`] (redirects followed).
+pub struct BrowserlessClient {
+    http: reqwest::Client,
+    app: String,
+    ehr_fhir_base: String,
+    auth: std::sync::Arc<sandbox::Ehr>,
+}
+
+impl BrowserlessClient {
+    pub fn new(server: &TestServer) -> Self {
+        BrowserlessClient {
+            http: reqwest::Client::builder().cookie_store(true).build().unwrap(),
+            app: server.server.url.to_string(),
+            ehr_fhir_base: server.sandbox().ehr_fhir_base().to_string(),
+            auth: server.sandbox().ehr.clone(),
+        }
+    }
+
+    /// An EHR launch for `patient`, followed to the review page; returns the launch id.
+    pub async fn launch(&mut self, patient: &str) -> String {
+        let launch = self.auth.auth.create_launch(sandbox::LaunchContext {
+            patient: Some(patient.into()),
+            practitioner: "prac-alvarez".into(),
+            need_patient_banner: true,
+            ..Default::default()
+        });
+        let mut url = url::Url::parse(&format!("{}launch", self.app)).unwrap();
+        url.query_pairs_mut()
+            .append_pair("iss", &self.ehr_fhir_base)
+            .append_pair("launch", &launch);
+        let response = self.http.get(url).send().await.unwrap();
+        let last = response.url().to_string();
+        assert!(last.contains("/review/"), "ended at {last}");
+        last.rsplit('/').next().unwrap().to_owned()
+    }
+
+    pub async fn server_fn(
+        &mut self,
+        name: &str,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, serde_json::Value) {
+        let r = self.http.post(format!("{}api/{name}", self.app)).form(form).send().await.unwrap();
+        let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    }
 }

@@ -1,0 +1,343 @@
+//! The plan part of the review page: which plan, asking it, its cards, feedback.
+
+use api::{
+    ApiError, CardFeedback, CardView, Identification, LaunchKind, LinkKind, MemberIdSource,
+    PayerSummary, PlanAnswer, PlanStatus,
+};
+use leptos::prelude::*;
+
+use crate::server_fns::{card_feedback, load_plan_status, request_plan_history};
+
+/// What the clinician asked for: a plan and a typed member id, or neither (use the coverage).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Ask {
+    payer: Option<String>,
+    member_id: Option<String>,
+}
+
+#[component]
+pub fn PlanPanel(launch: String, launch_kind: LaunchKind) -> impl IntoView {
+    let status = {
+        let launch = launch.clone();
+        LocalResource::new(move || load_plan_status(launch.clone()))
+    };
+    let ask = {
+        let launch = launch.clone();
+        Action::new_local(move |input: &Ask| {
+            request_plan_history(launch.clone(), input.payer.clone(), input.member_id.clone())
+        })
+    };
+    // After an EHR launch the plan is asked straight away; a standalone launch waits for the button.
+    Effect::new(move |_| {
+        if let Some(Ok(s)) = status.get() {
+            let ready = matches!(s.identification, Identification::Ready { .. });
+            if launch_kind == LaunchKind::Ehr
+                && ready
+                && s.answer.is_none()
+                && ask.version().get_untracked() == 0
+            {
+                ask.dispatch(Ask::default());
+            }
+        }
+    });
+    let launch_for_view = launch.clone();
+    view! {
+        <section class="plan" aria-labelledby="plan-heading" aria-live="polite">
+            <Suspense fallback=|| view! { <p class="loading" aria-busy="true">"Checking the patient's coverage…"</p> }>
+                {move || {
+                    let launch = launch_for_view.clone();
+                    Suspend::new(async move {
+                        match status.await {
+                            Ok(s) => view! { <PlanBody status=s ask launch /> }.into_any(),
+                            Err(e) => view! { <p class="error" role="alert">{e.message}</p> }.into_any(),
+                        }
+                    })
+                }}
+            </Suspense>
+        </section>
+    }
+}
+
+#[component]
+fn PlanBody(
+    status: PlanStatus,
+    ask: Action<Ask, Result<PlanAnswer, ApiError>>,
+    launch: String,
+) -> impl IntoView {
+    let identification = status.identification.clone();
+    let initial = status.answer.clone();
+    let payer_name = match &identification {
+        Identification::Ready { payer, .. } | Identification::FromCardLink { payer } => {
+            Some(payer.name.clone())
+        }
+        _ => None,
+    };
+    let payers = match &identification {
+        Identification::UnconfiguredPlan { payers, .. } | Identification::NoCoverage { payers } => {
+            payers.clone()
+        }
+        Identification::Ready { payer, .. } | Identification::FromCardLink { payer } => {
+            vec![payer.clone()]
+        }
+    };
+    // The latest answer: from this page's request, else what the server already had.
+    let answer = Signal::derive(move || match ask.value().get() {
+        Some(result) => Some(result),
+        None => initial.clone().map(Ok),
+    });
+    let waiting_for = payer_name.clone().unwrap_or_else(|| "the plan".into());
+    let button_payer = payer_name.clone();
+    view! {
+        <h2 id="plan-heading">"Health plan"</h2>
+        <Intro identification=identification.clone() />
+        {move || {
+            let can_ask = matches!(identification, Identification::Ready { .. });
+            (can_ask && answer.get().is_none() && !ask.pending().get()).then(|| {
+                let name = button_payer.clone().unwrap_or_default();
+                view! {
+                    <button class="button" data-testid="request-history" on:click=move |_| { ask.dispatch(Ask::default()); }>
+                        {format!("Request plan history from {name}")}
+                    </button>
+                }
+            })
+        }}
+        {move || ask.pending().get().then(|| view! {
+            <p class="progress" role="status" aria-busy="true" data-testid="plan-progress">
+                <span class="spinner" aria-hidden="true"></span>
+                {format!("Asking {waiting_for} for the patient's history…")}
+            </p>
+        })}
+        {
+            let launch = launch.clone();
+            let payers = payers.clone();
+            move || match answer.get() {
+                Some(Ok(answer)) => view! { <Answer answer launch=launch.clone() payers=payers.clone() ask /> }.into_any(),
+                Some(Err(e)) => view! {
+                    <div class="plan-error" role="alert" data-testid="plan-error">
+                        <p>{e.message.clone()}</p>
+                        <button class="button" on:click=move |_| { ask.dispatch(ask.input().get_untracked().unwrap_or_default()); }>"Try again"</button>
+                    </div>
+                    <MemberIdForm payers=payers.clone() ask />
+                }.into_any(),
+                None => view! {}.into_any(),
+            }
+        }
+        {
+            let payers = payers.clone();
+            let no_plan = matches!(status.identification, Identification::UnconfiguredPlan { .. } | Identification::NoCoverage { .. });
+            no_plan.then(|| view! { <MemberIdForm payers ask /> })
+        }
+    }
+}
+
+#[component]
+fn Intro(identification: Identification) -> impl IntoView {
+    match identification {
+        Identification::Ready { payer, source, member_id, subscriber_id } => {
+            let how = match (source, member_id, subscriber_id) {
+                (MemberIdSource::Coverage, Some(id), _) => format!("member id {id} from the patient's coverage"),
+                (_, _, Some(sub)) => format!("subscriber id {sub} with the patient's name and birth date"),
+                _ => "the patient's coverage".into(),
+            };
+            view! { <p class="intro" data-testid="plan-intro">{format!("Covered by {}. The plan is asked with {how}.", payer.name)}</p> }.into_any()
+        }
+        Identification::FromCardLink { payer } => view! {
+            <p class="intro" data-testid="plan-intro">{format!("Opened from {}'s card: its data for this member came with the launch.", payer.name)}</p>
+        }
+        .into_any(),
+        Identification::UnconfiguredPlan { plan_names, .. } => view! {
+            <p class="intro" data-testid="plan-intro">
+                {format!(
+                    "The patient's coverage is with {}, which Member History is not set up to ask. If the patient is also a member of one of the plans below, enter their member id.",
+                    if plan_names.is_empty() { "an unknown plan".to_owned() } else { plan_names.join(", ") }
+                )}
+            </p>
+        }
+        .into_any(),
+        Identification::NoCoverage { .. } => view! {
+            <p class="intro" data-testid="plan-intro">"No coverage is on file for this patient. Choose the plan and enter the member id from the patient's insurance card."</p>
+        }
+        .into_any(),
+    }
+}
+
+#[component]
+fn MemberIdForm(
+    payers: Vec<PayerSummary>,
+    ask: Action<Ask, Result<PlanAnswer, ApiError>>,
+) -> impl IntoView {
+    let first = payers.first().map(|p| p.id.clone()).unwrap_or_default();
+    let payer = RwSignal::new(first);
+    let member_id = RwSignal::new(String::new());
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        ask.dispatch(Ask {
+            payer: Some(payer.get_untracked()),
+            member_id: Some(member_id.get_untracked()),
+        });
+    };
+    view! {
+        <form class="member-id-form" on:submit=submit data-testid="member-id-form">
+            <label>"Plan "
+                <select on:change=move |ev| payer.set(event_target_value(&ev)) prop:value=move || payer.get()>
+                    {payers.into_iter().map(|p| view! { <option value=p.id.clone()>{p.name}</option> }).collect_view()}
+                </select>
+            </label>
+            <label>"Member id "
+                <input type="text" name="member_id" required autocomplete="off" maxlength="64"
+                    prop:value=move || member_id.get() on:input=move |ev| member_id.set(event_target_value(&ev)) />
+            </label>
+            <button class="button" type="submit" disabled=move || ask.pending().get()>"Ask the plan"</button>
+        </form>
+    }
+}
+
+#[component]
+fn Answer(
+    answer: PlanAnswer,
+    launch: String,
+    payers: Vec<PayerSummary>,
+    ask: Action<Ask, Result<PlanAnswer, ApiError>>,
+) -> impl IntoView {
+    let not_matched = answer.outcome == api::AnswerOutcome::NotMatched;
+    view! {
+        <div class="answer" data-testid="plan-answer">
+            {answer.member.clone().map(|m| view! {
+                <p class="plan-member" data-testid="plan-member">
+                    {format!(
+                        "{} at {}: {}{}{}",
+                        "Member",
+                        answer.payer.name,
+                        m.name,
+                        m.birth_date.map(|d| format!(", born {d}")).unwrap_or_default(),
+                        m.member_id.map(|id| format!(", member {id}")).unwrap_or_default(),
+                    )}
+                    {m.records.map(|n| view! { <span class="records" data-testid="plan-records">{format!(" · {n} records at the plan")}</span> })}
+                </p>
+            })}
+            {answer.data_problem.clone().map(|p| view! { <p class="error" role="alert" data-testid="plan-data-problem">{p}</p> })}
+            <ul class="cards">
+                {answer.cards.into_iter().map(|card| view! { <Card card launch=launch.clone() /> }).collect_view()}
+            </ul>
+            {(!answer.notes.is_empty()).then(|| view! {
+                <details class="notes" data-testid="plan-notes">
+                    <summary>{format!("{} note(s) on the plan's answer", answer.notes.len())}</summary>
+                    <ul>{answer.notes.into_iter().map(|n| view! { <li>{n}</li> }).collect_view()}</ul>
+                </details>
+            })}
+            {not_matched.then(|| view! { <MemberIdForm payers ask /> })}
+        </div>
+    }
+}
+
+#[component]
+fn Card(card: CardView, launch: String) -> impl IntoView {
+    let feedback = RwSignal::new(card.feedback.clone());
+    let error = RwSignal::new(None::<String>);
+    let dismissing = RwSignal::new(false);
+    let reason =
+        RwSignal::new(card.override_reasons.first().map(|r| r.code.clone()).unwrap_or_default());
+    let comment = RwSignal::new(String::new());
+    let index = card.index;
+    let send = {
+        let launch = launch.clone();
+        Action::new_local(move |input: &(Option<String>, Option<String>, Option<String>)| {
+            card_feedback(launch.clone(), index, input.0.clone(), input.1.clone(), input.2.clone())
+        })
+    };
+    Effect::new(move |_| match send.value().get() {
+        Some(Ok(view)) => {
+            feedback.set(view.feedback);
+            error.set(None);
+            dismissing.set(false);
+        }
+        Some(Err(e)) => error.set(Some(e.message)),
+        None => {}
+    });
+    let indicator = card.indicator.clone();
+    let suggestions = card.suggestions.clone();
+    let reasons = card.override_reasons.clone();
+    let feedback_allowed = card.feedback_allowed;
+    view! {
+        <li class=format!("card indicator-{indicator}") data-testid="plan-card" data-card-index=index>
+            <h3 class="card-summary">
+                <span class="indicator" aria-label=format!("{indicator}")>{indicator_label(&indicator)}</span>
+                {card.summary.clone()}
+            </h3>
+            {card.detail_html.clone().map(|html| view! { <div class="card-detail" inner_html=html></div> })}
+            <p class="card-source">
+                "Source: "
+                {match card.source_url.clone() {
+                    Some(url) => view! { <a href=url target="_blank" rel="noopener noreferrer">{card.source_label.clone()}</a> }.into_any(),
+                    None => view! { <span>{card.source_label.clone()}</span> }.into_any(),
+                }}
+            </p>
+            {(!card.links.is_empty()).then(|| view! {
+                <ul class="card-links">
+                    {card.links.iter().map(|l| match l.kind {
+                        LinkKind::Web => view! { <li><a href=l.url.clone() target="_blank" rel="noopener noreferrer external">{l.label.clone()}</a></li> }.into_any(),
+                        LinkKind::PlanData => view! { <li class="muted">{format!("{} — the plan's data is shown on this page.", l.label)}</li> }.into_any(),
+                        LinkKind::OtherApp => view! { <li class="muted">{format!("{} — open this app from your EHR.", l.label)}</li> }.into_any(),
+                    }).collect_view()}
+                </ul>
+            })}
+            {move || match feedback.get() {
+                Some(CardFeedback::Accepted { suggestion }) => view! { <p class="feedback done" data-testid="card-feedback">{format!("Accepted: {suggestion}. The plan has been told.")}</p> }.into_any(),
+                Some(CardFeedback::Dismissed { reason }) => view! {
+                    <p class="feedback done" data-testid="card-feedback">{format!("Dismissed{}. The plan has been told.", reason.map(|r| format!(" ({r})")).unwrap_or_default())}</p>
+                }.into_any(),
+                None if !feedback_allowed => view! {}.into_any(),
+                None => {
+                    let suggestions = suggestions.clone();
+                    let reasons = reasons.clone();
+                    view! {
+                        <div class="card-actions">
+                            {suggestions.into_iter().filter_map(|s| {
+                                let uuid = s.uuid.clone()?;
+                                Some(view! {
+                                    <button class="button" data-testid="accept-suggestion" disabled=move || send.pending().get()
+                                        on:click=move |_| { send.dispatch((Some(uuid.clone()), None, None)); }>
+                                        {format!("Accept: {}", s.label)}
+                                    </button>
+                                })
+                            }).collect_view()}
+                            <button class="button secondary" data-testid="dismiss-card" on:click=move |_| dismissing.set(true)>"Dismiss"</button>
+                            {move || dismissing.get().then(|| {
+                                let reasons = reasons.clone();
+                                view! {
+                                    <form class="dismiss-form" on:submit=move |ev: leptos::ev::SubmitEvent| {
+                                        ev.prevent_default();
+                                        let r = reason.get_untracked();
+                                        let c = comment.get_untracked();
+                                        send.dispatch((None, (!r.is_empty()).then_some(r), (!c.trim().is_empty()).then_some(c)));
+                                    }>
+                                        {(!reasons.is_empty()).then(|| view! {
+                                            <label>"Reason "
+                                                <select data-testid="override-reason" on:change=move |ev| reason.set(event_target_value(&ev)) prop:value=move || reason.get()>
+                                                    {reasons.iter().map(|r| view! { <option value=r.code.clone()>{r.display.clone()}</option> }).collect_view()}
+                                                </select>
+                                            </label>
+                                        })}
+                                        <label>"Comment (optional) "
+                                            <input type="text" maxlength="500" prop:value=move || comment.get() on:input=move |ev| comment.set(event_target_value(&ev)) />
+                                        </label>
+                                        <button class="button" type="submit" data-testid="send-dismiss" disabled=move || send.pending().get()>"Send"</button>
+                                    </form>
+                                }
+                            })}
+                        </div>
+                    }.into_any()
+                }
+            }}
+            {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+        </li>
+    }
+}
+
+fn indicator_label(indicator: &str) -> &'static str {
+    match indicator {
+        "critical" => "Critical",
+        "warning" => "Warning",
+        _ => "Info",
+    }
+}

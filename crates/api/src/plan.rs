@@ -1,0 +1,132 @@
+//! The plan's answer as the review page shows it.
+
+use serde::{Deserialize, Serialize};
+
+/// A configured health plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayerSummary {
+    pub id: String,
+    pub name: String,
+}
+
+/// How the member will be named to the plan (Da Vinci PDex).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberIdSource {
+    /// The member id on the patient's Coverage.
+    Coverage,
+    /// No member id: the subscriber id plus the patient's demographics.
+    SubscriberAndDemographics,
+    /// Typed in by the clinician.
+    Typed,
+}
+
+/// What Member History knows before asking the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Identification {
+    /// Ready to ask `payer`.
+    Ready {
+        payer: PayerSummary,
+        source: MemberIdSource,
+        member_id: Option<String>,
+        subscriber_id: Option<String>,
+    },
+    /// The patient's coverage is with plans Member History is not set up to ask.
+    UnconfiguredPlan { plan_names: Vec<String>, payers: Vec<PayerSummary> },
+    /// No coverage on file: the clinician picks the plan and types the member id.
+    NoCoverage { payers: Vec<PayerSummary> },
+    /// The app was opened from a plan's card: its data came with the launch.
+    FromCardLink { payer: PayerSummary },
+}
+
+/// The review page's view of the plan: how to ask, and the answer so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanStatus {
+    pub identification: Identification,
+    pub answer: Option<PlanAnswer>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AnswerOutcome {
+    /// The plan found the member.
+    Matched,
+    /// The plan could not match the member; its cards say why.
+    NotMatched,
+}
+
+/// The member as the plan knows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanMember {
+    pub name: String,
+    pub birth_date: Option<String>,
+    pub member_id: Option<String>,
+    /// How many records the plan holds, when it said.
+    pub records: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanAnswer {
+    pub payer: PayerSummary,
+    pub outcome: AnswerOutcome,
+    pub cards: Vec<CardView>,
+    /// What was changed or left out of the plan's answer, in plain words.
+    pub notes: Vec<String>,
+    pub member: Option<PlanMember>,
+    /// Why the plan's data could not be read, if it could not.
+    pub data_problem: Option<String>,
+}
+
+/// A card, checked and made safe: `detail_html` is sanitised HTML, links are http(s).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardView {
+    /// Position of the card in the answer (stable key for the page).
+    pub index: usize,
+    pub uuid: Option<String>,
+    pub summary: String,
+    pub detail_html: Option<String>,
+    /// `info`, `warning` or `critical`.
+    pub indicator: String,
+    pub source_label: String,
+    pub source_url: Option<String>,
+    pub suggestions: Vec<SuggestionView>,
+    pub override_reasons: Vec<ReasonView>,
+    pub links: Vec<LinkView>,
+    pub feedback_allowed: bool,
+    pub feedback: Option<CardFeedback>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuggestionView {
+    pub uuid: Option<String>,
+    pub label: String,
+    pub recommended: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReasonView {
+    pub code: String,
+    pub display: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkKind {
+    /// A web page, opened in a new tab.
+    Web,
+    /// A SMART app link pointing at the plan's data for this member: Member History follows it itself.
+    PlanData,
+    /// A SMART app link for another app: only the EHR can launch it.
+    OtherApp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkView {
+    pub label: String,
+    pub url: String,
+    pub kind: LinkKind,
+}
+
+/// What the clinician told the plan about a card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CardFeedback {
+    Accepted { suggestion: String },
+    Dismissed { reason: Option<String> },
+}

@@ -1,0 +1,738 @@
+//! Asking the patient's health plan, in place of the EMR: which plan (Coverage.payor against
+//! the configured payers), who the member is (Da Vinci PDex: member id, else subscriber id
+//! plus demographics, else typed by the clinician), the `appointment-book` hook call with
+//! prefetch, the cards, feedback, and following the answer to the plan's FHIR API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use api::{
+    AnswerOutcome, CardFeedback, CardView, Identification, LinkKind, LinkView, MemberIdSource,
+    PayerSummary, PlanAnswer, PlanMember, PlanStatus, ReasonView, SuggestionView,
+};
+use cds_hooks::pdex::{self, PlanDataPointer};
+use cds_hooks::{appointment_book, CheckedCard, LinkType};
+use fhir::ResourceExt;
+use serde_json::Value;
+use smart::Secret;
+use tokio::sync::Mutex;
+use tower_sessions::Session;
+use url::Url;
+
+use crate::context::owned_launch;
+use crate::emr::{current_token, with_emr};
+use crate::error::ServiceError;
+use crate::launches::Launch;
+use crate::state::{AppState, PayerRuntime};
+
+/// How long a plan's discovery document is reused.
+const DISCOVERY_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Access to the member's data at the plan.
+#[derive(Debug, Clone)]
+pub struct PlanAccess {
+    pub fhir_base: Url,
+    /// The member's Patient id at the plan.
+    pub patient: String,
+    pub member_id: Option<String>,
+    pub token: Option<Secret>,
+    pub expires_at: Option<u64>,
+}
+
+/// What a launch knows of the plan.
+#[derive(Debug, Clone)]
+pub struct PlanState {
+    pub payer_id: String,
+    pub service_id: Option<String>,
+    pub hook_instance: Option<String>,
+    pub outcome: AnswerOutcome,
+    pub cards: Vec<CheckedCard>,
+    pub notes: Vec<String>,
+    pub access: Option<PlanAccess>,
+    pub member: Option<PlanMember>,
+    pub data_problem: Option<String>,
+    /// Feedback sent, by card index.
+    pub feedback: HashMap<usize, CardFeedback>,
+}
+
+/// Who the member is, once identified.
+#[derive(Debug, Clone)]
+struct Identified {
+    payer: usize,
+    coverage: Option<Value>,
+    member_id: Option<String>,
+    source: MemberIdSource,
+}
+
+/// The plan status of a launch: how Member History will ask, and the answer so far.
+pub async fn status(
+    state: &AppState,
+    session: &Session,
+    launch_id: &str,
+) -> Result<PlanStatus, ServiceError> {
+    let launch = owned_launch(state, session, launch_id).await?;
+    let snapshot = launch.lock().await.clone();
+    if let Some(plan) = &snapshot.plan {
+        if let Some(payer) = state.payer(&plan.payer_id) {
+            let identification = if plan.hook_instance.is_none() {
+                Identification::FromCardLink { payer: payer.summary() }
+            } else {
+                identify(state, &launch, &snapshot).await?.0
+            };
+            let plan = follow_if_needed(state, &launch, payer, plan.clone()).await;
+            return Ok(PlanStatus { identification, answer: Some(answer_view(payer, &plan)) });
+        }
+    }
+    let (identification, _) = identify(state, &launch, &snapshot).await?;
+    Ok(PlanStatus { identification, answer: None })
+}
+
+/// Reads the patient's coverage from the EMR and matches it to a configured plan.
+async fn identify(
+    state: &AppState,
+    launch: &Arc<Mutex<Launch>>,
+    snapshot: &Launch,
+) -> Result<(Identification, Option<Identified>), ServiceError> {
+    let payers: Vec<PayerSummary> = state.payers.iter().map(PayerRuntime::summary).collect();
+    let patient_id = snapshot.patient_id.clone();
+    let coverages = with_emr(state, launch, |client, token| {
+        let patient_id = patient_id.clone();
+        async move {
+            client
+                .search_all(Some(token.expose()), "Coverage", &[("patient", &patient_id)], 5)
+                .await
+        }
+    })
+    .await?;
+    if coverages.is_empty() {
+        return Ok((Identification::NoCoverage { payers }, None));
+    }
+    let mut ordered: Vec<&Value> = coverages.iter().collect();
+    ordered.sort_by_key(|c| c.str_at("status") != Some("active"));
+    let mut plan_names = Vec::new();
+    for coverage in ordered {
+        for payor in coverage.get("payor").and_then(Value::as_array).into_iter().flatten() {
+            let organization = resolve_payor(state, launch, coverage, payor).await;
+            let name = organization
+                .as_ref()
+                .and_then(|o| o.str_at("name"))
+                .or_else(|| payor.str_at("display"))
+                .map(str::to_owned);
+            let matched = state
+                .payers
+                .iter()
+                .position(|p| payer_matches(p, organization.as_ref(), name.as_deref()));
+            match matched {
+                Some(index) => {
+                    let payer = &state.payers[index];
+                    let member_id = pdex::member_id(coverage).map(str::to_owned);
+                    let subscriber_id = pdex::subscriber_id(coverage).map(str::to_owned);
+                    let source = if member_id.is_some() {
+                        MemberIdSource::Coverage
+                    } else {
+                        MemberIdSource::SubscriberAndDemographics
+                    };
+                    let identification = Identification::Ready {
+                        payer: payer.summary(),
+                        source,
+                        member_id: member_id.clone(),
+                        subscriber_id,
+                    };
+                    let identified = Identified {
+                        payer: index,
+                        coverage: Some(coverage.clone()),
+                        member_id,
+                        source,
+                    };
+                    return Ok((identification, Some(identified)));
+                }
+                None => plan_names.extend(name),
+            }
+        }
+    }
+    plan_names.sort();
+    plan_names.dedup();
+    Ok((Identification::UnconfiguredPlan { plan_names, payers }, None))
+}
+
+/// The Organization a `Coverage.payor` names: contained, or read from the EMR.
+async fn resolve_payor(
+    state: &AppState,
+    launch: &Arc<Mutex<Launch>>,
+    coverage: &Value,
+    payor: &Value,
+) -> Option<Value> {
+    let reference = payor.str_at("reference")?;
+    match fhir::Reference::parse(reference) {
+        fhir::Reference::Contained(id) => coverage
+            .get("contained")?
+            .as_array()?
+            .iter()
+            .find(|r| r.id() == Some(id.as_str()))
+            .cloned(),
+        fhir::Reference::Local { resource_type, id } if resource_type == "Organization" => {
+            let result = with_emr(state, launch, |client, token| {
+                let id = id.clone();
+                async move { client.read(Some(token.expose()), "Organization", &id).await }
+            })
+            .await;
+            match result {
+                Ok(org) => Some(org),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the payor Organization");
+                    None
+                }
+            }
+        }
+        _ => None,
+    }
+}
+
+fn payer_matches(payer: &PayerRuntime, organization: Option<&Value>, name: Option<&str>) -> bool {
+    let by_identifier = organization
+        .and_then(|o| o.get("identifier"))
+        .and_then(Value::as_array)
+        .is_some_and(|ids| {
+            ids.iter().any(|id| {
+                let token = format!(
+                    "{}|{}",
+                    id.str_at("system").unwrap_or(""),
+                    id.str_at("value").unwrap_or("")
+                );
+                payer.config.payor_identifiers.iter().any(|p| p == &token)
+            })
+        });
+    let by_name = name
+        .is_some_and(|n| payer.config.payor_names.iter().any(|p| p.eq_ignore_ascii_case(n.trim())));
+    by_identifier || by_name
+}
+
+/// What the clinician asked for: a plan and a typed member id override what the coverage says.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryRequest {
+    pub payer_id: Option<String>,
+    pub member_id: Option<String>,
+}
+
+/// Calls the plan's `appointment-book` service for the launched patient, keeps the answer
+/// with the launch, and follows it to the plan's FHIR API.
+pub async fn request_history(
+    state: &AppState,
+    session: &Session,
+    launch_id: &str,
+    ask: HistoryRequest,
+) -> Result<PlanAnswer, ServiceError> {
+    let launch = owned_launch(state, session, launch_id).await?;
+    let snapshot = launch.lock().await.clone();
+    let (_, identified) = identify(state, &launch, &snapshot).await?;
+    let typed = ask.member_id.map(|m| m.trim().to_owned()).filter(|m| !m.is_empty());
+    if typed.as_ref().is_some_and(|m| {
+        m.len() > 64 || !m.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    }) {
+        return Err(ServiceError::BadRequest(
+            "A member id has only letters, digits, '-', '_' and '.'.".into(),
+        ));
+    }
+    let identified = match (identified, ask.payer_id.as_deref(), typed) {
+        (_, Some(payer_id), Some(member_id)) => {
+            let payer = state
+                .payers
+                .iter()
+                .position(|p| p.config.id == payer_id)
+                .ok_or_else(|| ServiceError::BadRequest("Choose one of the plans offered.".into()))?;
+            Identified { payer, coverage: None, member_id: Some(member_id), source: MemberIdSource::Typed }
+        }
+        (Some(found), _, Some(member_id)) => {
+            Identified { member_id: Some(member_id), source: MemberIdSource::Typed, ..found }
+        }
+        (Some(found), _, None) => found,
+        (None, _, _) => {
+            return Err(ServiceError::BadRequest(
+                "Member History could not tell which plan covers this patient. Choose the plan and enter the member id.".into(),
+            ))
+        }
+    };
+    let payer = &state.payers[identified.payer];
+    let plan = ask_plan(state, &launch, &snapshot, payer, &identified).await?;
+    let plan = follow_if_needed(state, &launch, payer, plan).await;
+    launch.lock().await.plan = Some(plan.clone());
+    Ok(answer_view(payer, &plan))
+}
+
+async fn discover(
+    payer: &PayerRuntime,
+) -> Result<cds_hooks::DiscoveryResponse, cds_hooks::CdsError> {
+    let mut cached = payer.discovery.lock().await;
+    if let Some((at, discovery)) = cached.as_ref() {
+        if at.elapsed() < DISCOVERY_TTL {
+            return Ok(discovery.clone());
+        }
+    }
+    let discovery = payer.cds.discover(&payer.config.cds_base).await?;
+    *cached = Some((std::time::Instant::now(), discovery.clone()));
+    Ok(discovery)
+}
+
+async fn ask_plan(
+    state: &AppState,
+    launch: &Arc<Mutex<Launch>>,
+    snapshot: &Launch,
+    payer: &PayerRuntime,
+    who: &Identified,
+) -> Result<PlanState, ServiceError> {
+    let plan_error = |e: cds_hooks::CdsError| {
+        tracing::warn!(payer = %payer.config.id, error = %e, "plan call failed");
+        ServiceError::Plan(e.user_message(&payer.config.name))
+    };
+    let discovery = discover(payer).await.map_err(plan_error)?;
+    let service = discovery
+        .services
+        .into_iter()
+        .find(|s| {
+            s.hook == appointment_book::HOOK
+                && payer.config.service_id.as_deref().is_none_or(|id| id == s.id)
+        })
+        .ok_or_else(|| plan_error(cds_hooks::CdsError::NoService(appointment_book::HOOK.into())))?;
+    let user_id = snapshot
+        .fhir_user
+        .as_deref()
+        .and_then(|u| fhir::Reference::parse(u).local())
+        .ok_or_else(|| {
+            ServiceError::BadRequest(
+                "The EHR did not say who is signed in (fhirUser), which the plan needs. Ask your EHR administrator to grant Member History the openid and fhirUser scopes.".into(),
+            )
+        })?;
+    let appointment = appointment_book::proposed_appointment(
+        &uuid::Uuid::new_v4().to_string(),
+        &snapshot.patient_id,
+        &user_id,
+        "Member history request",
+    );
+    let context = appointment_book::context(
+        &user_id,
+        &snapshot.patient_id,
+        snapshot.encounter_id.as_deref(),
+        vec![appointment],
+    );
+    let ehr = state
+        .ehr(&snapshot.ehr_id)
+        .ok_or_else(|| ServiceError::Internal("EHR no longer configured".into()))?;
+    let mut request = appointment_book::request(
+        ehr.config.issuer.as_str().trim_end_matches('/'),
+        context.clone(),
+    );
+
+    // Prefetch from the EMR, with the launch's own access.
+    let (client, token) = current_token(state, launch, false).await?;
+    let prefetcher = cds_hooks::prefetch::FhirPrefetcher {
+        client,
+        token: Some(token.expose().to_owned()),
+        max_pages: 10,
+    };
+    let prefetch =
+        cds_hooks::prefetch::fulfill(&service.prefetch, &context, |q| prefetcher.fetch(q)).await;
+    if !prefetch.is_empty() {
+        request.prefetch = Some(prefetch);
+    }
+    let patient = match who.source {
+        MemberIdSource::SubscriberAndDemographics => {
+            let patient_id = snapshot.patient_id.clone();
+            Some(
+                with_emr(state, launch, |client, token| {
+                    let id = patient_id.clone();
+                    async move { client.read(Some(token.expose()), "Patient", &id).await }
+                })
+                .await?,
+            )
+        }
+        _ => None,
+    };
+    request.extension = Some(pdex::request_extension(
+        who.member_id.as_deref(),
+        who.coverage.as_ref(),
+        patient.as_ref(),
+    ));
+
+    let answer =
+        payer.cds.call(&payer.config.cds_base, &service.id, &request).await.map_err(plan_error)?;
+    tracing::info!(
+        payer = %payer.config.id,
+        hook_instance = %request.hook_instance,
+        status = answer.status,
+        cards = answer.response.cards.len(),
+        "plan answered"
+    );
+    let outcome =
+        if answer.status == 200 { AnswerOutcome::Matched } else { AnswerOutcome::NotMatched };
+    let mut notes = answer.response.notes;
+    if !answer.response.system_actions.is_empty() {
+        notes.push(format!(
+            "The plan proposed {} automatic change(s); Member History never applies them without review.",
+            answer.response.system_actions.len()
+        ));
+    }
+    let mut plan = PlanState {
+        payer_id: payer.config.id.clone(),
+        service_id: Some(service.id),
+        hook_instance: Some(request.hook_instance),
+        outcome,
+        cards: answer.response.cards,
+        notes,
+        access: None,
+        member: None,
+        data_problem: None,
+        feedback: HashMap::new(),
+    };
+    if outcome == AnswerOutcome::Matched {
+        let pointer = plan.cards.iter().find_map(|c| pdex::pointer_from_card(&c.card));
+        match pointer.map(|p| access_for(payer, p)) {
+            Some(Ok(access)) => plan.access = Some(access),
+            Some(Err(problem)) => plan.data_problem = Some(problem),
+            None => {
+                plan.data_problem =
+                    Some(format!("{} did not say where the member's data is.", payer.config.name))
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Accepts a pointer only to the payer's configured FHIR API: a card cannot send our
+/// requests (or a token) anywhere else.
+fn access_for(payer: &PayerRuntime, pointer: PlanDataPointer) -> Result<PlanAccess, String> {
+    let configured = payer.config.fhir_base.as_str().trim_end_matches('/');
+    if pointer.fhir_server.trim_end_matches('/') != configured {
+        return Err(format!(
+            "{} pointed to a FHIR server that is not configured for it; Member History did not follow it.",
+            payer.config.name
+        ));
+    }
+    if !fhir::resource::is_fhir_id(&pointer.patient) {
+        return Err(format!(
+            "{} named the member with an id that is not valid.",
+            payer.config.name
+        ));
+    }
+    Ok(PlanAccess {
+        fhir_base: payer.config.fhir_base.clone(),
+        patient: pointer.patient,
+        member_id: pointer.member_id,
+        token: pointer.access_token.map(Secret::new),
+        expires_at: pointer.expires_in.map(|s| jose::now() + s),
+    })
+}
+
+/// The plan state of a card-link launch: the `appContext` the EHR passed through, if it points
+/// at a configured plan's FHIR API.
+pub fn from_app_context(state: &AppState, app_context: &str) -> Option<PlanState> {
+    let pointer = pdex::pointer_from_app_context(app_context)?;
+    let payer = state.payers.iter().find(|p| {
+        p.config.fhir_base.as_str().trim_end_matches('/')
+            == pointer.fhir_server.trim_end_matches('/')
+    });
+    let Some(payer) = payer else {
+        tracing::warn!("appContext names a FHIR server no configured plan has; ignored");
+        return None;
+    };
+    let access = access_for(payer, pointer).ok()?;
+    Some(PlanState {
+        payer_id: payer.config.id.clone(),
+        service_id: None,
+        hook_instance: None,
+        outcome: AnswerOutcome::Matched,
+        cards: Vec::new(),
+        notes: Vec::new(),
+        access: Some(access),
+        member: None,
+        data_problem: None,
+        feedback: HashMap::new(),
+    })
+}
+
+/// A token for the plan's FHIR API: the one the plan gave, else SMART Backend Services.
+pub async fn plan_token(
+    state: &AppState,
+    payer: &PayerRuntime,
+    access: &mut PlanAccess,
+) -> Result<Option<Secret>, String> {
+    let now = jose::now();
+    if let Some(token) = &access.token {
+        if access.expires_at.is_none_or(|at| at > now + 30) {
+            return Ok(Some(token.clone()));
+        }
+    }
+    let (Some(client), crate::config::PlanFhirAuth::BackendServices { scope, .. }) =
+        (&payer.backend, &payer.config.fhir_auth)
+    else {
+        return Ok(access.token.clone());
+    };
+    let config = state.discovery.get(&payer.config.fhir_base).await.map_err(|e| {
+        format!("{}'s SMART configuration could not be read ({e}).", payer.config.name)
+    })?;
+    let response = client.client_credentials(&config, scope).await.map_err(|e| {
+        format!("{} refused Member History's request for access ({}).", payer.config.name, e.code())
+    })?;
+    access.token = Some(response.access_token.clone());
+    access.expires_at = response.expires_in.map(|s| now + s);
+    Ok(Some(response.access_token))
+}
+
+/// Reads the member's record at the plan once (name, birth date, how many records), so the
+/// page shows whose data it is about to review.
+async fn follow_if_needed(
+    state: &AppState,
+    launch: &Arc<Mutex<Launch>>,
+    payer: &PayerRuntime,
+    mut plan: PlanState,
+) -> PlanState {
+    if plan.member.is_some() || plan.data_problem.is_some() {
+        return plan;
+    }
+    let Some(mut access) = plan.access.clone() else { return plan };
+    match member_summary(state, payer, &mut access).await {
+        Ok(member) => plan.member = Some(member),
+        Err(problem) => plan.data_problem = Some(problem),
+    }
+    plan.access = Some(access);
+    if let Some(stored) = launch.lock().await.plan.as_mut() {
+        if stored.hook_instance == plan.hook_instance {
+            stored.member = plan.member.clone();
+            stored.data_problem = plan.data_problem.clone();
+            stored.access = plan.access.clone();
+        }
+    }
+    plan
+}
+
+async fn member_summary(
+    state: &AppState,
+    payer: &PayerRuntime,
+    access: &mut PlanAccess,
+) -> Result<PlanMember, String> {
+    let token = plan_token(state, payer, access).await?;
+    let client = fhir::FhirClient::new(state.http.clone(), access.fhir_base.clone(), &state.limits);
+    let token = token.as_ref().map(Secret::expose);
+    let unreadable = |e: fhir::FhirError| {
+        tracing::warn!(payer = %payer.config.id, error = %e, "plan FHIR API read failed");
+        format!("Member History could not read {}'s data: {e}.", payer.config.name)
+    };
+    let patient = client.read(token, "Patient", &access.patient).await.map_err(unreadable)?;
+    let everything = client
+        .search(token, &format!("Patient/{}/$everything", access.patient), &[("_count", "1")])
+        .await
+        .map_err(unreadable)?;
+    Ok(PlanMember {
+        name: fhir::display_name(&patient).unwrap_or_else(|| "Unnamed member".into()),
+        birth_date: patient.str_at("birthDate").map(str::to_owned),
+        member_id: access
+            .member_id
+            .clone()
+            .or_else(|| pdex::member_id(&patient).map(str::to_owned)),
+        records: everything.total,
+    })
+}
+
+/// The page's view of a plan state.
+pub fn answer_view(payer: &PayerRuntime, plan: &PlanState) -> PlanAnswer {
+    PlanAnswer {
+        payer: payer.summary(),
+        outcome: plan.outcome,
+        cards: plan
+            .cards
+            .iter()
+            .enumerate()
+            .map(|(i, c)| card_view(payer, i, c, plan.feedback.get(&i)))
+            .collect(),
+        notes: plan.notes.clone(),
+        member: plan.member.clone(),
+        data_problem: plan.data_problem.clone(),
+    }
+}
+
+fn card_view(
+    payer: &PayerRuntime,
+    index: usize,
+    checked: &CheckedCard,
+    feedback: Option<&CardFeedback>,
+) -> CardView {
+    let card = &checked.card;
+    let configured = payer.config.fhir_base.as_str().trim_end_matches('/');
+    CardView {
+        index,
+        uuid: card.uuid.clone(),
+        summary: card.summary.clone(),
+        detail_html: card.detail.as_deref().map(cds_hooks::markdown::to_safe_html),
+        indicator: match checked.indicator {
+            cds_hooks::Indicator::Info => "info",
+            cds_hooks::Indicator::Warning => "warning",
+            cds_hooks::Indicator::Critical => "critical",
+        }
+        .into(),
+        source_label: card.source.label.clone(),
+        source_url: card.source.url.clone(),
+        suggestions: card
+            .suggestions
+            .iter()
+            .map(|s| SuggestionView {
+                uuid: s.uuid.clone(),
+                label: s.label.clone(),
+                recommended: s.is_recommended.unwrap_or(false),
+            })
+            .collect(),
+        override_reasons: card
+            .override_reasons
+            .iter()
+            .map(|r| ReasonView {
+                code: r.code.clone(),
+                display: r.display.clone().unwrap_or_else(|| r.code.clone()),
+            })
+            .collect(),
+        links: card
+            .links
+            .iter()
+            .map(|l| LinkView {
+                label: l.label.clone(),
+                url: l.url.clone(),
+                kind: match l.link_type {
+                    LinkType::Absolute => LinkKind::Web,
+                    LinkType::Smart => {
+                        let ours = l
+                            .app_context
+                            .as_deref()
+                            .and_then(pdex::pointer_from_app_context)
+                            .is_some_and(|p| p.fhir_server.trim_end_matches('/') == configured);
+                        if ours {
+                            LinkKind::PlanData
+                        } else {
+                            LinkKind::OtherApp
+                        }
+                    }
+                },
+            })
+            .collect(),
+        feedback_allowed: checked.feedback_allowed,
+        feedback: feedback.cloned(),
+    }
+}
+
+/// What the clinician did with a card.
+#[derive(Debug, Clone)]
+pub enum FeedbackInput {
+    Accept { suggestion: String },
+    Dismiss { reason: Option<String>, comment: Option<String> },
+}
+
+/// Sends CDS Hooks feedback for card `index` of the launch's answer.
+pub async fn send_feedback(
+    state: &AppState,
+    session: &Session,
+    launch_id: &str,
+    index: usize,
+    input: FeedbackInput,
+) -> Result<CardView, ServiceError> {
+    let launch = owned_launch(state, session, launch_id).await?;
+    let plan = launch
+        .lock()
+        .await
+        .plan
+        .clone()
+        .ok_or_else(|| ServiceError::BadRequest("Ask the plan first.".into()))?;
+    let payer = state
+        .payer(&plan.payer_id)
+        .ok_or_else(|| ServiceError::Internal("payer no longer configured".into()))?;
+    let checked =
+        plan.cards.get(index).ok_or_else(|| ServiceError::BadRequest("No such card.".into()))?;
+    let uuid = match (&checked.card.uuid, checked.feedback_allowed) {
+        (Some(uuid), true) => uuid.clone(),
+        _ => {
+            return Err(ServiceError::BadRequest(
+                "The plan did not make this card one it can take feedback on.".into(),
+            ))
+        }
+    };
+    let service_id = plan
+        .service_id
+        .clone()
+        .ok_or_else(|| ServiceError::BadRequest("No hook call to give feedback on.".into()))?;
+    let (item, recorded) = match &input {
+        FeedbackInput::Accept { suggestion } => {
+            let found = checked
+                .card
+                .suggestions
+                .iter()
+                .find(|s| s.uuid.as_deref() == Some(suggestion.as_str()));
+            let label = found.map(|s| s.label.clone()).ok_or_else(|| {
+                ServiceError::BadRequest("No such suggestion on this card.".into())
+            })?;
+            (
+                cds_hooks::Feedback {
+                    card: uuid,
+                    outcome: cds_hooks::Outcome::Accepted,
+                    accepted_suggestions: vec![cds_hooks::AcceptedSuggestion {
+                        id: suggestion.clone(),
+                    }],
+                    override_reason: None,
+                    outcome_timestamp: now_rfc3339(),
+                },
+                CardFeedback::Accepted { suggestion: label },
+            )
+        }
+        FeedbackInput::Dismiss { reason, comment } => {
+            let coding = match reason {
+                Some(code) => Some(
+                    checked
+                        .card
+                        .override_reasons
+                        .iter()
+                        .find(|r| &r.code == code)
+                        .cloned()
+                        .ok_or_else(|| {
+                            ServiceError::BadRequest("Choose one of the plan's reasons.".into())
+                        })?,
+                ),
+                None => None,
+            };
+            let comment = comment
+                .as_deref()
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(|c| c.chars().take(500).collect::<String>());
+            let display =
+                coding.as_ref().map(|c| c.display.clone().unwrap_or_else(|| c.code.clone()));
+            let override_reason = (coding.is_some() || comment.is_some())
+                .then(|| cds_hooks::OverrideReason { reason: coding, user_comment: comment });
+            (
+                cds_hooks::Feedback {
+                    card: uuid,
+                    outcome: cds_hooks::Outcome::Overridden,
+                    accepted_suggestions: Vec::new(),
+                    override_reason,
+                    outcome_timestamp: now_rfc3339(),
+                },
+                CardFeedback::Dismissed { reason: display },
+            )
+        }
+    };
+    payer
+        .cds
+        .feedback(
+            &payer.config.cds_base,
+            &service_id,
+            &cds_hooks::FeedbackRequest { feedback: vec![item] },
+        )
+        .await
+        .map_err(|e| ServiceError::Plan(e.user_message(&payer.config.name)))?;
+    let mut guard = launch.lock().await;
+    let stored =
+        guard.plan.as_mut().ok_or_else(|| ServiceError::Internal("plan state vanished".into()))?;
+    stored.feedback.insert(index, recorded);
+    let view = card_view(payer, index, &stored.cards[index], stored.feedback.get(&index));
+    Ok(view)
+}
+
+fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
