@@ -119,7 +119,7 @@ fn PlanBody(
                     </div>
                     <MemberIdForm payers=payers.clone() ask />
                 }.into_any(),
-                None => view! {}.into_any(),
+                None => ().into_any(),
             }
         }
         {
@@ -212,7 +212,7 @@ fn Answer(
                         m.birth_date.map(|d| format!(", born {d}")).unwrap_or_default(),
                         m.member_id.map(|id| format!(", member {id}")).unwrap_or_default(),
                     )}
-                    {m.records.map(|n| view! { <span class="records" data-testid="plan-records">{format!(" · {n} records at the plan")}</span> })}
+                    {m.records.map(|n| view! { <span class="records" data-testid="plan-records">{format!(" · {n} resources in the plan's record")}</span> })}
                 </p>
             })}
             {answer.data_problem.clone().map(|p| view! { <p class="error" role="alert" data-testid="plan-data-problem">{p}</p> })}
@@ -286,7 +286,7 @@ fn Card(card: CardView, launch: String) -> impl IntoView {
                 Some(CardFeedback::Dismissed { reason }) => view! {
                     <p class="feedback done" data-testid="card-feedback">{format!("Dismissed{}. The plan has been told.", reason.map(|r| format!(" ({r})")).unwrap_or_default())}</p>
                 }.into_any(),
-                None if !feedback_allowed => view! {}.into_any(),
+                None if !feedback_allowed => ().into_any(),
                 None => {
                     let suggestions = suggestions.clone();
                     let reasons = reasons.clone();

@@ -58,9 +58,8 @@ pub fn check_response(
             .push(format!("The plan sent {} cards; the first {max_cards} are shown.", cards.len()));
     }
     for (index, raw) in cards.iter().take(max_cards).enumerate() {
-        match check_card(raw, index + 1, &mut out.notes) {
-            Some(card) => out.cards.push(card),
-            None => {}
+        if let Some(card) = check_card(raw, index + 1, &mut out.notes) {
+            out.cards.push(card);
         }
     }
     mark_duplicate_uuids(&mut out);

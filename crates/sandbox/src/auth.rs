@@ -312,6 +312,7 @@ impl AuthServer {
             issuer: self.issuer.clone(),
             audience: self.fhir_base.clone(),
             revoked: self.revoked.clone(),
+            verified: std::sync::Arc::default(),
         }
     }
 

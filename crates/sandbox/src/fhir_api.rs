@@ -24,6 +24,8 @@ pub struct TokenVerifier {
     pub audience: String,
     /// Access tokens (by `jti`) the EHR no longer honours before their expiry.
     pub revoked: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Tokens already verified, until they expire: the signature check is the costly part.
+    pub verified: Arc<std::sync::Mutex<HashMap<String, AccessClaims>>>,
 }
 
 /// The claims of a sandbox access token.
@@ -31,6 +33,7 @@ pub struct TokenVerifier {
 pub struct AccessClaims {
     pub sub: String,
     pub jti: String,
+    pub exp: u64,
     pub scope: String,
     #[serde(default)]
     pub patient: Option<String>,
@@ -79,6 +82,22 @@ impl TokenVerifier {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::unauthorized("no bearer token"))?;
+        let cached = self.verified.lock().ok().and_then(|c| c.get(token).cloned());
+        let claims = match cached {
+            Some(claims) if claims.exp > jose::now() => claims,
+            _ => self.verify_signature(token)?,
+        };
+        if self.revoked.lock().map(|r| r.contains(&claims.jti)).unwrap_or(true) {
+            return Err(ApiError::unauthorized("the access token was revoked"));
+        }
+        Ok(Grant {
+            scopes: ScopeSet::parse(&claims.scope),
+            patient: claims.patient,
+            client_id: claims.client_id,
+        })
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<AccessClaims, ApiError> {
         let claims: AccessClaims = jose::verify(
             token,
             &self.jwks,
@@ -91,14 +110,14 @@ impl TokenVerifier {
             },
         )
         .map_err(|_| ApiError::unauthorized("the access token is invalid or expired"))?;
-        if self.revoked.lock().map(|r| r.contains(&claims.jti)).unwrap_or(true) {
-            return Err(ApiError::unauthorized("the access token was revoked"));
+        if let Ok(mut cache) = self.verified.lock() {
+            let now = jose::now();
+            if cache.len() > 1000 {
+                cache.retain(|_, c| c.exp > now);
+            }
+            cache.insert(token.to_owned(), claims.clone());
         }
-        Ok(Grant {
-            scopes: ScopeSet::parse(&claims.scope),
-            patient: claims.patient,
-            client_id: claims.client_id,
-        })
+        Ok(claims)
     }
 }
 

@@ -108,6 +108,7 @@ pub async fn complete(
         smart_style_url: token.context.smart_style_url.clone(),
         app_context: token.context.app_context.clone(),
         style: None,
+        identification: None,
         plan: token
             .context
             .app_context

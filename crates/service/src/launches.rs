@@ -27,6 +27,8 @@ pub struct Launch {
     pub app_context: Option<String>,
     /// The style fetched from `smart_style_url`, once.
     pub style: Option<api::SmartStyle>,
+    /// Which plan covers the patient and how the member is named (read once).
+    pub identification: Option<(api::Identification, Option<crate::plan::Identified>)>,
     /// What the health plan said, and how to reach its data.
     pub plan: Option<crate::plan::PlanState>,
 }

@@ -57,7 +57,7 @@ pub struct PlanState {
 
 /// Who the member is, once identified.
 #[derive(Debug, Clone)]
-struct Identified {
+pub struct Identified {
     payer: usize,
     coverage: Option<Value>,
     member_id: Option<String>,
@@ -87,8 +87,22 @@ pub async fn status(
     Ok(PlanStatus { identification, answer: None })
 }
 
-/// Reads the patient's coverage from the EMR and matches it to a configured plan.
+/// The coverage-based identification, read from the EMR once per launch and then reused.
 async fn identify(
+    state: &AppState,
+    launch: &Arc<Mutex<Launch>>,
+    snapshot: &Launch,
+) -> Result<(Identification, Option<Identified>), ServiceError> {
+    if let Some(known) = &snapshot.identification {
+        return Ok(known.clone());
+    }
+    let found = read_identification(state, launch, snapshot).await?;
+    launch.lock().await.identification = Some(found.clone());
+    Ok(found)
+}
+
+/// Reads the patient's coverage from the EMR and matches it to a configured plan.
+async fn read_identification(
     state: &AppState,
     launch: &Arc<Mutex<Launch>>,
     snapshot: &Launch,
@@ -253,7 +267,19 @@ pub async fn request_history(
         }
     };
     let payer = &state.payers[identified.payer];
-    let plan = ask_plan(state, &launch, &snapshot, payer, &identified).await?;
+    let mut plan = ask_plan(state, &launch, &snapshot, payer, &identified).await?;
+    // A token the plan already granted for this member is reused, not asked for again.
+    if let (Some(access), Some(previous)) =
+        (plan.access.as_mut(), snapshot.plan.as_ref().and_then(|p| p.access.as_ref()))
+    {
+        if access.token.is_none()
+            && previous.patient == access.patient
+            && previous.fhir_base == access.fhir_base
+        {
+            access.token = previous.token.clone();
+            access.expires_at = previous.expires_at;
+        }
+    }
     let plan = follow_if_needed(state, &launch, payer, plan).await;
     launch.lock().await.plan = Some(plan.clone());
     Ok(answer_view(payer, &plan))
@@ -516,11 +542,12 @@ async fn member_summary(
         tracing::warn!(payer = %payer.config.id, error = %e, "plan FHIR API read failed");
         format!("Member History could not read {}'s data: {e}.", payer.config.name)
     };
-    let patient = client.read(token, "Patient", &access.patient).await.map_err(unreadable)?;
-    let everything = client
-        .search(token, &format!("Patient/{}/$everything", access.patient), &[("_count", "1")])
-        .await
-        .map_err(unreadable)?;
+    let everything_path = format!("Patient/{}/$everything", access.patient);
+    let (patient, everything) = tokio::join!(
+        client.read(token, "Patient", &access.patient),
+        client.search(token, &everything_path, &[("_count", "1")]),
+    );
+    let (patient, everything) = (patient.map_err(unreadable)?, everything.map_err(unreadable)?);
     Ok(PlanMember {
         name: fhir::display_name(&patient).unwrap_or_else(|| "Unnamed member".into()),
         birth_date: patient.str_at("birthDate").map(str::to_owned),
@@ -700,7 +727,7 @@ pub async fn send_feedback(
             let display =
                 coding.as_ref().map(|c| c.display.clone().unwrap_or_else(|| c.code.clone()));
             let override_reason = (coding.is_some() || comment.is_some())
-                .then(|| cds_hooks::OverrideReason { reason: coding, user_comment: comment });
+                .then_some(cds_hooks::OverrideReason { reason: coding, user_comment: comment });
             (
                 cds_hooks::Feedback {
                     card: uuid,

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::print_stdout)]
 
 pub mod browser;
+pub mod hostile;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,143 @@
+//! The plan's answer in real headless Chromium: cards after an EHR launch, the card-link
+//! launch from the sandbox EHR's booking page, feedback from the page, and a hostile plan's
+//! script that must never run.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::browser::Browser;
+use common::hostile::{self, Mode};
+use common::TestServer;
+use serde_json::json;
+
+async fn start() -> TestServer {
+    TestServer::require_built_app();
+    TestServer::start().await
+}
+
+async fn ehr_launch(browser: &Browser, app: &TestServer, patient: &str) {
+    browser.client.goto(&format!("{}/", app.sandbox().ehr_url())).await.unwrap();
+    browser.click(&format!("button[name=patient][value={patient}]")).await;
+}
+
+#[tokio::test]
+async fn ehr_launch_shows_the_plans_cards() {
+    let app = start().await;
+    let browser = Browser::start().await;
+    ehr_launch(&browser, &app, "pat-001").await;
+    let member = browser.text("[data-testid=plan-member]").await;
+    assert!(member.contains(&app.sandbox().ehr.people[0].display_name()), "{member}");
+    let cards =
+        browser.client.find_all(fantoccini::Locator::Css("[data-testid=plan-card]")).await.unwrap();
+    assert_eq!(cards.len(), 2);
+    let first = cards[0].text().await.unwrap();
+    assert!(first.contains("Sandbox Health Plan has"), "{first}");
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn card_link_launch_opens_on_the_members_plan_data() {
+    let app = start().await;
+    let browser = Browser::start().await;
+    let person = app.sandbox().ehr.people[2].clone();
+    browser.client.goto(&format!("{}/", app.sandbox().ehr_url())).await.unwrap();
+    // The EHR books an appointment, which makes it call the plan's hook itself.
+    browser.click(&format!("a[data-book={}]", person.patient_id)).await;
+    browser.click("button[type=submit]").await;
+    browser.click("button[data-smart-link]").await;
+    let intro = browser.text("[data-testid=plan-intro]").await;
+    assert!(intro.contains("Opened from Sandbox Health Plan"), "{intro}");
+    let member = browser.text("[data-testid=plan-member]").await;
+    assert!(
+        member.contains(&person.display_name()) && member.contains(&person.member_id),
+        "{member}"
+    );
+    // Only the EHR called the hook; the app went straight to the plan's data.
+    let hook_calls: Vec<_> = app
+        .sandbox()
+        .plan
+        .received()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/pdex-member-history"))
+        .collect();
+    assert_eq!(hook_calls.len(), 1);
+    assert_eq!(hook_calls[0].jwt.claims["iss"], app.sandbox().ehr_url());
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn accepting_and_dismissing_cards_sends_feedback_to_the_plan() {
+    let app = start().await;
+    let browser = Browser::start().await;
+    ehr_launch(&browser, &app, "pat-001").await;
+    browser.click("[data-card-index='0'] [data-testid=accept-suggestion]").await;
+    let done = browser.text("[data-card-index='0'] [data-testid=card-feedback]").await;
+    assert!(done.starts_with("Accepted"), "{done}");
+    browser.click("[data-card-index='1'] [data-testid=dismiss-card]").await;
+    browser.click("[data-card-index='1'] [data-testid=send-dismiss]").await;
+    let done = browser.text("[data-card-index='1'] [data-testid=card-feedback]").await;
+    assert!(done.contains("Dismissed (Given elsewhere)"), "{done}");
+    let feedback = app.sandbox().plan.feedback();
+    assert_eq!(feedback.len(), 2, "{feedback:?}");
+    assert_eq!(feedback[0]["outcome"], "accepted");
+    assert_eq!(feedback[1]["outcome"], "overridden");
+    assert_eq!(feedback[1]["overrideReason"]["reason"]["code"], "given-elsewhere");
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_hostile_plans_script_never_runs() {
+    TestServer::require_built_app();
+    let (base, _task) = hostile::start(Mode::Json(json!({"cards": [hostile::xss_card()]}))).await;
+    let app = TestServer::start_with(
+        |_| {},
+        |config| config.payers[0].cds_base = url::Url::parse(&base).unwrap(),
+    )
+    .await;
+    let browser = Browser::start().await;
+    ehr_launch(&browser, &app, "pat-001").await;
+    let summary = browser.text("[data-testid=plan-card] .card-summary").await;
+    assert!(
+        summary.contains("<script>window.__pwned='summary'</script>"),
+        "shown as text: {summary}"
+    );
+    browser.click("[data-testid=dismiss-card]").await;
+    browser.wait("[data-testid=override-reason]").await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let pwned = browser
+        .eval("return typeof window.__pwned === 'undefined' ? null : String(window.__pwned);")
+        .await;
+    assert!(pwned.is_null(), "injected script ran: {pwned}");
+    let hrefs = browser
+        .eval("return Array.from(document.querySelectorAll('a')).map(a => a.getAttribute('href') || '').join(' ');")
+        .await;
+    let hrefs = hrefs.as_str().unwrap();
+    assert!(!hrefs.contains("javascript:") && !hrefs.contains("data:"), "{hrefs}");
+    let rels = browser
+        .eval("return Array.from(document.querySelectorAll('.card a[target=_blank]')).every(a => (a.rel || '').includes('noopener') && a.rel.includes('noreferrer'));")
+        .await;
+    assert_eq!(rels, serde_json::Value::Bool(true));
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_plan_timeout_names_the_plan_and_offers_a_retry() {
+    TestServer::require_built_app();
+    let (base, _task) = hostile::start(Mode::Stall).await;
+    let app = TestServer::start_with(
+        |_| {},
+        |config| {
+            config.payers[0].cds_base = url::Url::parse(&base).unwrap();
+            config.payers[0].timeout_seconds = 2;
+        },
+    )
+    .await;
+    let browser = Browser::start().await;
+    ehr_launch(&browser, &app, "pat-001").await;
+    let progress = browser.text("[data-testid=plan-progress]").await;
+    assert!(progress.contains("Asking Sandbox Health Plan"), "{progress}");
+    let error = browser.text("[data-testid=plan-error]").await;
+    assert!(error.contains("Sandbox Health Plan did not answer within 2 seconds"), "{error}");
+    assert!(error.contains("Try again"));
+    browser.close().await;
+}
