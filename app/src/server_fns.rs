@@ -1,8 +1,12 @@
 //! Server functions: public endpoints under `/api/…`. Each one checks the browser session
 //! and the launch it touches itself (in `service`), whatever page called it.
 
-use api::{ApiError, CardView, EhrChoice, PlanAnswer, PlanStatus, ReviewContext};
+use api::{
+    ApiError, CardView, EhrChoice, HistoryView, ItemDetail, PlanAnswer, PlanStatus, ReviewContext,
+    SelectionSummary,
+};
 use leptos::prelude::*;
+use leptos::server_fn::codec::Json;
 
 /// The EHRs a clinician can start a standalone launch with.
 #[server(endpoint = "ehrs")]
@@ -60,6 +64,37 @@ pub async fn card_feedback(
     service::plan::send_feedback(&state, &session, &launch, card, input)
         .await
         .map_err(ApiError::from)
+}
+
+/// The plan's member history for review, with the current selection. Read from the plan the
+/// first time (or again with `refresh`), then from the launch.
+#[server(endpoint = "history")]
+pub async fn load_history(launch: String, refresh: bool) -> Result<HistoryView, ApiError> {
+    let state = ssr::state()?;
+    let session = ssr::session().await?;
+    service::history::load(&state, &session, &launch, refresh).await.map_err(ApiError::from)
+}
+
+/// Selects (or deselects) history items by key; the selection is kept server side.
+#[server(endpoint = "selection", input = Json)]
+pub async fn set_selection(
+    launch: String,
+    keys: Vec<String>,
+    selected: bool,
+) -> Result<SelectionSummary, ApiError> {
+    let state = ssr::state()?;
+    let session = ssr::session().await?;
+    service::history::set_selection(&state, &session, &launch, &keys, selected)
+        .await
+        .map_err(ApiError::from)
+}
+
+/// One history item in full, raw resource included.
+#[server(endpoint = "history_item")]
+pub async fn load_history_item(launch: String, key: String) -> Result<ItemDetail, ApiError> {
+    let state = ssr::state()?;
+    let session = ssr::session().await?;
+    service::history::item_detail(&state, &session, &launch, &key).await.map_err(ApiError::from)
 }
 
 #[cfg(feature = "ssr")]

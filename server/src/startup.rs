@@ -135,6 +135,11 @@ pub async fn prepare_with(
                 client_auth: ClientAuthConfig::PrivateKeyJwt,
                 scope: DEFAULT_EHR_SCOPE.into(),
                 frame_ancestors: vec![sandbox.ehr_url().to_owned()],
+                own_organization: vec![format!(
+                    "{}|{}",
+                    sandbox::synthetic::systems::NPI,
+                    sandbox::synthetic::CLINIC_NPI
+                )],
             });
             config.payers.push(PayerConfig {
                 id: "sandbox-plan".into(),

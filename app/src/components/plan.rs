@@ -227,6 +227,7 @@ fn Answer(
             })}
             {not_matched.then(|| view! { <MemberIdForm payers ask /> })}
         </div>
+        {answer.member.is_some().then(|| view! { <crate::components::HistoryReview launch=launch.clone() /> })}
     }
 }
 

@@ -47,9 +47,5 @@ fn Review(ctx: ReviewContext) -> impl IntoView {
         </header>
         {ctx.need_patient_banner.then(|| view! { <PatientBanner patient=ctx.patient.clone() /> })}
         <PlanPanel launch=ctx.launch_id.clone() launch_kind=ctx.launch_kind />
-        <section class="plan-history" aria-labelledby="plan-history-heading">
-            <h2 id="plan-history-heading">"Plan history"</h2>
-            <p class="empty">"The health plan's history for this patient will appear here."</p>
-        </section>
     }
 }

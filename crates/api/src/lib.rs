@@ -3,11 +3,13 @@
 //! Everything here crosses to the browser: it carries what a clinician may see about the
 //! launched patient and never a token. Compiled for both the server and the WASM app.
 
+pub mod history;
 pub mod launch_error;
 pub mod plan;
 
 use serde::{Deserialize, Serialize};
 
+pub use history::*;
 pub use launch_error::LaunchErrorCode;
 pub use plan::*;
 

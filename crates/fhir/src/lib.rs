@@ -6,11 +6,14 @@
 //! The helpers here read the elements we need in one place.
 
 pub mod bundle;
+#[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "client")]
 pub mod http;
 pub mod resource;
 
 pub use bundle::{Bundle, BundleEntry, BundleLink};
+#[cfg(feature = "client")]
 pub use client::{FhirClient, FhirError};
 pub use resource::{
     display_name, first_identifier_of_type, reference_id, Coding, Reference, ResourceExt,

@@ -145,12 +145,22 @@ pub fn first_identifier_of_type<'a>(resource: &'a Value, code: &str) -> Option<&
     })
 }
 
-/// Codings of a CodeableConcept.
+/// Codings of a CodeableConcept (read in place: this runs for every item of a history).
 pub fn codings(concept: &Value) -> Vec<Coding> {
+    let text = |c: &Value, key: &str| c.get(key).and_then(Value::as_str).map(str::to_owned);
     concept
         .get("coding")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|c| serde_json::from_value(c.clone()).ok()).collect())
+        .map(|a| {
+            a.iter()
+                .filter(|c| c.is_object())
+                .map(|c| Coding {
+                    system: text(c, "system"),
+                    code: text(c, "code"),
+                    display: text(c, "display"),
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -107,7 +107,7 @@ const PROVIDERS: &[(&str, &str, &str)] = &[
     ("prov-northside", "Northside Urgent Care", "1821034567"),
     ("prov-mercy", "Mercy General Hospital", "1710923456"),
     ("prov-hope", "Hope Behavioral Health", "1609812345"),
-    (CLINIC_ID, CLINIC_NAME, "1407993356"),
+    (CLINIC_ID, CLINIC_NAME, crate::synthetic::CLINIC_NPI),
 ];
 
 /// (id, given, family, NPI) of practitioners outside the clinic.
@@ -115,6 +115,8 @@ const CLINICIANS: &[(&str, &str, &str, &str)] = &[
     ("hp-prac-1", "Aisha", "Rahman", "1386745201"),
     ("hp-prac-2", "Jonas", "Berg", "1295634120"),
     ("hp-prac-3", "Lucia", "Moreno", "1184523019"),
+    // A clinician of the sandbox clinic (Dr. Chen in the EHR): "exclude my own items" finds her.
+    ("hp-prac-4", "Wei", "Chen", "1245319599"),
 ];
 
 /// Items both the EHR's chart and the plan hold for a person (same code, same date): what the

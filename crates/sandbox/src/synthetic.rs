@@ -25,6 +25,7 @@ pub const OTHER_PLAN_NAME: &str = "Northwind Mutual";
 /// The clinic running the sandbox EHR.
 pub const CLINIC_ID: &str = "clinic";
 pub const CLINIC_NAME: &str = "Riverside Family Medicine";
+pub const CLINIC_NPI: &str = "1407993356";
 
 const GIVEN_FEMALE: &[&str] = &[
     "Ada", "Beatriz", "Chloe", "Danielle", "Esther", "Farah", "Grace", "Hana", "Ines", "Julia",
@@ -212,7 +213,7 @@ pub fn ehr_resources(people: &[Person]) -> Vec<Value> {
         organization(
             CLINIC_ID,
             CLINIC_NAME,
-            json!({"system": systems::NPI, "value": "1407993356"}),
+            json!({"system": systems::NPI, "value": CLINIC_NPI}),
             false,
         ),
         organization(

@@ -9,6 +9,9 @@ use url::Url;
 /// The resource scopes asked of an EHR unless its entry says otherwise. SMART v2 syntax:
 /// read the launched patient's chart; read the user's Practitioner record and organisations.
 pub const DEFAULT_EHR_SCOPE: &str = "patient/Patient.rs patient/Coverage.rs patient/Encounter.rs \
+     patient/Condition.rs patient/Procedure.rs patient/Observation.rs patient/DiagnosticReport.rs \
+     patient/MedicationDispense.rs patient/MedicationRequest.rs patient/MedicationStatement.rs \
+     patient/Immunization.rs patient/AllergyIntolerance.rs patient/ExplanationOfBenefit.rs \
      user/Practitioner.r user/PractitionerRole.r user/Organization.r";
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +86,10 @@ pub struct EhrConfig {
     /// Origins allowed to frame Member History (CSP `frame-ancestors`), e.g. the EHR's web origin.
     #[serde(default)]
     pub frame_ancestors: Vec<String>,
+    /// The clinicians' own organisation(s): `system|value` identifiers (NPI…) or names. Plan
+    /// items from them can be hidden (PDex "exclude own organization").
+    #[serde(default)]
+    pub own_organization: Vec<String>,
 }
 
 fn default_scope() -> String {

@@ -109,6 +109,7 @@ pub async fn complete(
         app_context: token.context.app_context.clone(),
         style: None,
         identification: None,
+        history: None,
         plan: token
             .context
             .app_context

@@ -31,6 +31,8 @@ pub struct Launch {
     pub identification: Option<(api::Identification, Option<crate::plan::Identified>)>,
     /// What the health plan said, and how to reach its data.
     pub plan: Option<crate::plan::PlanState>,
+    /// The plan's history under review, with the clinician's selection.
+    pub history: Option<crate::history::HistoryState>,
 }
 
 #[derive(Debug)]

@@ -6,6 +6,7 @@ pub mod config;
 pub mod context;
 pub mod emr;
 pub mod error;
+pub mod history;
 pub mod launch;
 pub mod launches;
 pub mod plan;

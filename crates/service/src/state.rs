@@ -25,6 +25,8 @@ pub struct PayerRuntime {
     pub cds: cds_hooks::CdsClient,
     pub backend: Option<SmartClient>,
     pub discovery: tokio::sync::Mutex<Option<(std::time::Instant, cds_hooks::DiscoveryResponse)>>,
+    /// The plan FHIR API's CapabilityStatement (does it offer `$everything`?), read once an hour.
+    pub capability: tokio::sync::Mutex<Option<(std::time::Instant, serde_json::Value)>>,
 }
 
 impl PayerRuntime {
@@ -115,6 +117,7 @@ impl AppState {
                     PlanFhirAuth::FromAnswer => None,
                 },
                 discovery: tokio::sync::Mutex::new(None),
+                capability: tokio::sync::Mutex::new(None),
             })
             .collect();
         let idle = Duration::from_secs(config.session_idle_minutes.max(1) * 60);

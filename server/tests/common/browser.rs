@@ -101,6 +101,15 @@ impl Browser {
             .unwrap_or_else(|e| panic!("could not click `{css}`: {e}"));
     }
 
+    /// Presses a key (a WebDriver key code such as `'\u{E015}'` for ArrowDown) on whatever has focus.
+    pub async fn press(&self, key: char) {
+        use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+        let actions = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value: key })
+            .then(KeyAction::Up { value: key });
+        self.client.perform_actions(actions).await.expect("key press");
+    }
+
     pub async fn url(&self) -> String {
         self.client.current_url().await.expect("current url").to_string()
     }

@@ -151,15 +151,38 @@ impl Driver {
         )
     }
 
+    /// Calls a server function that takes JSON arguments.
+    pub async fn server_fn_json(
+        &mut self,
+        name: &str,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let reply = self
+            .app_with(
+                Method::POST,
+                &format!("{APP}/api/{name}"),
+                Some((body.to_owned(), "application/json")),
+            )
+            .await;
+        (
+            reply.status,
+            serde_json::from_str(&reply.body).unwrap_or(serde_json::Value::String(reply.body)),
+        )
+    }
+
     async fn app(&mut self, method: Method, url: &str, form: Option<String>) -> Reply {
+        self.app_with(method, url, form.map(|f| (f, "application/x-www-form-urlencoded"))).await
+    }
+
+    async fn app_with(&mut self, method: Method, url: &str, body: Option<(String, &str)>) -> Reply {
         let path = url.strip_prefix(APP).unwrap();
         let mut request = Request::builder().method(method).uri(path);
         if let Some(cookie) = &self.cookie {
             request = request.header(header::COOKIE, cookie);
         }
-        let request = match form {
-            Some(body) => request
-                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        let request = match body {
+            Some((body, content_type)) => request
+                .header(header::CONTENT_TYPE, content_type)
                 .header(header::ACCEPT, "application/json")
                 .body(Body::from(body)),
             None => request.body(Body::empty()),

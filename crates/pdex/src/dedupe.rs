@@ -1,0 +1,167 @@
+//! What the chart already holds: plan items matched against the EMR's own resources of the
+//! same types, first by identifier, then by code and date. Matches are marked (and so start
+//! unselected); nothing is dropped.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::model::HistoryItem;
+
+/// An index of the EMR's resources.
+#[derive(Debug, Default)]
+pub struct ChartIndex {
+    by_identifier: HashMap<String, String>,
+    /// `type|system|code|day` → EMR reference.
+    by_code_and_day: HashMap<String, String>,
+}
+
+/// The concept fields that say what a resource is, per type.
+fn concepts(resource: &Value) -> Vec<&Value> {
+    let fields: &[&str] = match resource.get("resourceType").and_then(Value::as_str) {
+        Some("Immunization") => &["vaccineCode"],
+        Some(
+            "MedicationDispense"
+            | "MedicationRequest"
+            | "MedicationStatement"
+            | "MedicationAdministration",
+        ) => &["medicationCodeableConcept"],
+        Some("Encounter") => &["type"],
+        Some("ExplanationOfBenefit" | "Claim") => &["type"],
+        _ => &["code"],
+    };
+    fields
+        .iter()
+        .filter_map(|f| resource.get(*f))
+        .flat_map(|v| match v {
+            Value::Array(items) => items.iter().collect::<Vec<_>>(),
+            other => vec![other],
+        })
+        .collect()
+}
+
+/// The day a resource happened, from the usual date elements.
+fn day(resource: &Value) -> Option<&str> {
+    const POINTERS: [&str; 14] = [
+        "/onsetDateTime",
+        "/performedDateTime",
+        "/performedPeriod/start",
+        "/effectiveDateTime",
+        "/effectivePeriod/start",
+        "/occurrenceDateTime",
+        "/whenHandedOver",
+        "/authoredOn",
+        "/period/start",
+        "/recordedDate",
+        "/billablePeriod/start",
+        "/issued",
+        "/created",
+        "/dateAsserted",
+    ];
+    let s = POINTERS.iter().find_map(|p| resource.pointer(p).and_then(Value::as_str))?;
+    Some(&s[..s.len().min(10)])
+}
+
+/// Calls `each` with `type|system|code|day` for each coding of the resource's concept.
+fn for_each_key(resource: &Value, mut each: impl FnMut(&str) -> bool) -> bool {
+    let (Some(resource_type), Some(day)) =
+        (resource.get("resourceType").and_then(Value::as_str), day(resource))
+    else {
+        return false;
+    };
+    let mut key = String::with_capacity(96);
+    for concept in concepts(resource) {
+        for coding in concept.get("coding").and_then(Value::as_array).into_iter().flatten() {
+            let (Some(system), Some(code)) = (
+                coding.get("system").and_then(Value::as_str),
+                coding.get("code").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            key.clear();
+            key.push_str(resource_type);
+            key.push('|');
+            key.push_str(system);
+            key.push('|');
+            key.push_str(code);
+            key.push('|');
+            key.push_str(day);
+            if each(&key) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+impl ChartIndex {
+    /// Indexes the EMR's resources (any types; only matching types ever meet).
+    pub fn new<'a>(chart: impl IntoIterator<Item = &'a Value>) -> Self {
+        let mut index = ChartIndex::default();
+        for resource in chart {
+            let Some(reference) = fhir::ResourceExt::local_reference(resource) else { continue };
+            for identifier in
+                resource.get("identifier").and_then(Value::as_array).into_iter().flatten()
+            {
+                if let (Some(system), Some(value)) = (
+                    identifier.get("system").and_then(Value::as_str),
+                    identifier.get("value").and_then(Value::as_str),
+                ) {
+                    index
+                        .by_identifier
+                        .entry(format!("{system}|{value}"))
+                        .or_insert_with(|| reference.clone());
+                }
+            }
+            for_each_key(resource, |key| {
+                index.by_code_and_day.entry(key.to_owned()).or_insert_with(|| reference.clone());
+                false
+            });
+        }
+        index
+    }
+
+    /// The chart resource `item` duplicates, if any.
+    pub fn find(&self, item: &HistoryItem) -> Option<&String> {
+        item.identifiers
+            .iter()
+            .filter(|i| !i.starts_with('|'))
+            .find_map(|i| self.by_identifier.get(i))
+            .or_else(|| self.find_by_code_and_day(item))
+    }
+}
+
+impl ChartIndex {
+    /// Matches on the item's own codes and day (already read from the resource).
+    fn find_by_code_and_day(&self, item: &HistoryItem) -> Option<&String> {
+        if self.by_code_and_day.is_empty() {
+            return None;
+        }
+        let day = item.when.as_ref()?.day()?;
+        let mut key = String::with_capacity(96);
+        item.codes.iter().find_map(|code| {
+            let (Some(system), Some(value)) = (code.system.as_deref(), code.code.as_deref()) else {
+                return None;
+            };
+            key.clear();
+            key.push_str(&item.resource_type);
+            key.push('|');
+            key.push_str(system);
+            key.push('|');
+            key.push_str(value);
+            key.push('|');
+            key.push_str(day);
+            self.by_code_and_day.get(key.as_str())
+        })
+    }
+}
+
+/// Marks the items the chart already holds; returns how many.
+pub fn mark_duplicates(items: &mut [HistoryItem], chart: &ChartIndex) -> usize {
+    let mut count = 0;
+    for item in items.iter_mut() {
+        item.duplicate_of = chart.find(item).cloned();
+        count += usize::from(item.duplicate_of.is_some());
+    }
+    count
+}

@@ -1,0 +1,183 @@
+//! One reviewable item per clinical resource from the plan, in the clinician's terms.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The review page's groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Category {
+    Encounters,
+    Conditions,
+    Procedures,
+    Medications,
+    Immunizations,
+    LabsAndVitals,
+    Allergies,
+    Claims,
+}
+
+impl Category {
+    pub const ALL: [Category; 8] = [
+        Category::Encounters,
+        Category::Conditions,
+        Category::Procedures,
+        Category::Medications,
+        Category::Immunizations,
+        Category::LabsAndVitals,
+        Category::Allergies,
+        Category::Claims,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Category::Encounters => "Encounters",
+            Category::Conditions => "Conditions",
+            Category::Procedures => "Procedures",
+            Category::Medications => "Medications",
+            Category::Immunizations => "Immunizations",
+            Category::LabsAndVitals => "Labs and vitals",
+            Category::Allergies => "Allergies",
+            Category::Claims => "Claims",
+        }
+    }
+
+    /// The group of a resource type, if it is one the review shows.
+    pub fn of(resource_type: &str) -> Option<Category> {
+        Some(match resource_type {
+            "Encounter" => Category::Encounters,
+            "Condition" => Category::Conditions,
+            "Procedure" => Category::Procedures,
+            "MedicationDispense"
+            | "MedicationRequest"
+            | "MedicationStatement"
+            | "MedicationAdministration" => Category::Medications,
+            "Immunization" => Category::Immunizations,
+            "Observation" | "DiagnosticReport" => Category::LabsAndVitals,
+            "AllergyIntolerance" => Category::Allergies,
+            "ExplanationOfBenefit" | "Claim" => Category::Claims,
+            _ => return None,
+        })
+    }
+
+    /// The resource types of this group.
+    pub fn resource_types(self) -> &'static [&'static str] {
+        match self {
+            Category::Encounters => &["Encounter"],
+            Category::Conditions => &["Condition"],
+            Category::Procedures => &["Procedure"],
+            Category::Medications => &[
+                "MedicationDispense",
+                "MedicationRequest",
+                "MedicationStatement",
+                "MedicationAdministration",
+            ],
+            Category::Immunizations => &["Immunization"],
+            Category::LabsAndVitals => &["Observation", "DiagnosticReport"],
+            Category::Allergies => &["AllergyIntolerance"],
+            Category::Claims => &["ExplanationOfBenefit", "Claim"],
+        }
+    }
+}
+
+/// Every resource type the review shows.
+pub fn history_resource_types() -> Vec<&'static str> {
+    Category::ALL.iter().flat_map(|c| c.resource_types().iter().copied()).collect()
+}
+
+/// A code with the name of its system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Code {
+    pub system: Option<String>,
+    /// `ICD-10-CM`, `SNOMED CT`, …; `None` for systems without a common name.
+    pub system_name: Option<Cow<'static, str>>,
+    pub code: Option<String>,
+    pub display: Option<String>,
+}
+
+/// When the item happened: a date(time), or a period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct When {
+    pub start: Option<String>,
+    pub end: Option<String>,
+}
+
+impl When {
+    /// The day it happened (or started), `YYYY-MM-DD` or shorter when the source was.
+    pub fn day(&self) -> Option<&str> {
+        let s = self.start.as_deref().or(self.end.as_deref())?;
+        Some(&s[..s.len().min(10)])
+    }
+}
+
+/// Who did or recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Party {
+    /// `Organization/x` or `Practitioner/x` as the plan names it.
+    pub reference: Option<String>,
+    pub name: Option<String>,
+    /// `system|value` identifiers (NPI…), when the plan sent the resource.
+    pub identifiers: Vec<String>,
+}
+
+/// Why an item is sensitive.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Sensitivity {
+    BehaviouralHealth,
+    SubstanceUse,
+    SexualAndReproductiveHealth,
+    /// A `meta.security` label (the code, e.g. `R`, `PSY`).
+    SecurityLabel(String),
+}
+
+impl Sensitivity {
+    pub fn label(&self) -> String {
+        match self {
+            Sensitivity::BehaviouralHealth => "Behavioural health".into(),
+            Sensitivity::SubstanceUse => "Substance use".into(),
+            Sensitivity::SexualAndReproductiveHealth => "Sexual and reproductive health".into(),
+            Sensitivity::SecurityLabel(code) => format!("Security label {code}"),
+        }
+    }
+}
+
+/// One item of the plan's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryItem {
+    /// `Type/id` at the plan: the item's key.
+    pub key: String,
+    pub resource_type: String,
+    pub category: Category,
+    pub display: String,
+    /// A second line: value, dose, provider…
+    pub detail: Option<String>,
+    pub codes: Vec<Code>,
+    pub when: Option<When>,
+    pub status: Option<String>,
+    /// Shared: many items name the same organisation or practitioner.
+    pub organization: Option<Arc<Party>>,
+    pub practitioner: Option<Arc<Party>>,
+    pub sensitive: Vec<Sensitivity>,
+    /// The EMR resource this item matches (`Type/id`), when already in the chart.
+    pub duplicate_of: Option<String>,
+    /// Identifiers (`system|value`) of the resource, for matching.
+    pub identifiers: Vec<String>,
+    /// The resource as the plan sent it (with contained resources resolved for display only:
+    /// this is the original). Not sent to the browser with the list.
+    #[serde(skip)]
+    pub resource: Value,
+}
+
+impl HistoryItem {
+    /// New, not sensitive and not already in the chart: selected when the review opens.
+    pub fn selected_by_default(&self) -> bool {
+        self.duplicate_of.is_none() && self.sensitive.is_empty()
+    }
+
+    /// The sort key (newest first sorts on this descending).
+    pub fn sort_date(&self) -> &str {
+        self.when.as_ref().and_then(|w| w.start.as_deref().or(w.end.as_deref())).unwrap_or("")
+    }
+}
