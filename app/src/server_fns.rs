@@ -3,7 +3,7 @@
 
 use api::{
     ApiError, CardView, EhrChoice, HistoryView, ItemDetail, PlanAnswer, PlanStatus, ReviewContext,
-    SelectionSummary,
+    SelectionSummary, WritePreview, WriteResult,
 };
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
@@ -95,6 +95,30 @@ pub async fn load_history_item(launch: String, key: String) -> Result<ItemDetail
     let state = ssr::state()?;
     let session = ssr::session().await?;
     service::history::item_detail(&state, &session, &launch, &key).await.map_err(ApiError::from)
+}
+
+/// What "Add to chart" would write, as resources or in a document.
+#[server(endpoint = "write_preview")]
+pub async fn load_write_preview(launch: String) -> Result<WritePreview, ApiError> {
+    let state = ssr::state()?;
+    let session = ssr::session().await?;
+    service::writeback::preview(&state, &session, &launch).await.map_err(ApiError::from)
+}
+
+/// Writes the selection into the EHR (one transaction with Provenance).
+#[server(endpoint = "add_to_chart")]
+pub async fn add_to_chart(launch: String) -> Result<WriteResult, ApiError> {
+    let state = ssr::state()?;
+    let session = ssr::session().await?;
+    service::writeback::write(&state, &session, &launch).await.map_err(ApiError::from)
+}
+
+/// The writes of this launch so far (for the summary after a reload).
+#[server(endpoint = "write_results")]
+pub async fn load_write_results(launch: String) -> Result<Vec<WriteResult>, ApiError> {
+    let state = ssr::state()?;
+    let session = ssr::session().await?;
+    service::writeback::results(&state, &session, &launch).await.map_err(ApiError::from)
 }
 
 #[cfg(feature = "ssr")]

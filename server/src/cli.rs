@@ -63,6 +63,16 @@ pub struct Cli {
     /// card with the FHIR base and an access token).
     #[arg(long, env = "MH_SANDBOX_PLAN_STYLE", default_value = "pdex2", value_parser = ["pdex2", "stu1"])]
     pub sandbox_plan_style: String,
+
+    /// Sandbox mode: the resource types the sandbox EHR accepts for writing (comma-separated;
+    /// the rest goes into a document). Default: the clinical types, Provenance and DocumentReference.
+    #[arg(long, env = "MH_SANDBOX_EHR_WRITABLE", value_delimiter = ',')]
+    pub sandbox_ehr_writable: Option<Vec<String>>,
+
+    /// Sandbox mode: the attachment types the sandbox EHR accepts in documents (comma-separated;
+    /// default any), to watch the PDF → HTML → text fallback.
+    #[arg(long, env = "MH_SANDBOX_EHR_ATTACHMENTS", value_delimiter = ',')]
+    pub sandbox_ehr_attachments: Option<Vec<String>>,
 }
 
 impl Cli {
@@ -81,6 +91,8 @@ impl Cli {
             sandbox_plan_port: 0,
             sandbox_history_size: 150,
             sandbox_plan_style: "pdex2".into(),
+            sandbox_ehr_writable: None,
+            sandbox_ehr_attachments: None,
         }
     }
 }

@@ -124,6 +124,8 @@ pub async fn prepare_with(
                 },
                 history_size: cli.sandbox_history_size,
                 cds_clients: vec![cds_trust],
+                ehr_writable: cli.sandbox_ehr_writable.clone(),
+                ehr_attachment_types: cli.sandbox_ehr_attachments.clone(),
                 ..SandboxConfig::default()
             })
             .await?;
@@ -140,6 +142,7 @@ pub async fn prepare_with(
                     sandbox::synthetic::systems::NPI,
                     sandbox::synthetic::CLINIC_NPI
                 )],
+                timeout_seconds: 30,
             });
             config.payers.push(PayerConfig {
                 id: "sandbox-plan".into(),
@@ -158,6 +161,7 @@ pub async fn prepare_with(
                     scope: "system/*.rs".into(),
                 },
                 timeout_seconds: 15,
+                record_identifier_system: Some(sandbox::history::code_systems::PLAN_RECORD.into()),
             });
             adjust(&mut config);
             config.validate()?;

@@ -9,7 +9,8 @@ use api::{ApiError, Category, Filter, HistoryItem, HistoryView, ReviewRow};
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::server_fns::{load_history, load_history_item, set_selection};
+use crate::components::write::{WriteConfirm, WriteSummary};
+use crate::server_fns::{load_history, load_history_item, load_write_results, set_selection};
 
 /// Height of one row, in pixels (kept equal to `.history-row` in the stylesheet).
 const ROW_HEIGHT: f64 = 46.0;
@@ -35,7 +36,25 @@ pub fn HistoryReview(launch: String) -> impl IntoView {
         let launch = launch.clone();
         LocalResource::new(move || load_history(launch.clone(), false))
     };
+    // The latest write (kept server side, so a reload still shows it).
+    let last_write = RwSignal::new(None::<api::WriteResult>);
+    let earlier = {
+        let launch = launch.clone();
+        LocalResource::new(move || load_write_results(launch.clone()))
+    };
+    Effect::new(move |_| {
+        if let Some(Ok(list)) = earlier.get() {
+            if last_write.get_untracked().is_none() {
+                last_write.set(list.last().cloned());
+            }
+        }
+    });
+    let on_written = Callback::new(move |result: api::WriteResult| {
+        last_write.set(Some(result));
+        history.refetch();
+    });
     view! {
+        {move || last_write.get().map(|result| view! { <WriteSummary result /> })}
         <section class="history" aria-labelledby="history-heading">
             <h2 id="history-heading">"Plan history"</h2>
             <Suspense fallback=|| view! {
@@ -45,7 +64,7 @@ pub fn HistoryReview(launch: String) -> impl IntoView {
                     let launch = launch.clone();
                     Suspend::new(async move {
                         match history.await {
-                            Ok(view) => view! { <ReviewList view launch /> }.into_any(),
+                            Ok(view) => view! { <ReviewList view launch on_written /> }.into_any(),
                             Err(e) => view! {
                                 <div class="plan-error" role="alert" data-testid="history-error">
                                     <p>{e.message}</p>
@@ -61,7 +80,12 @@ pub fn HistoryReview(launch: String) -> impl IntoView {
 }
 
 #[component]
-fn ReviewList(view: HistoryView, launch: String) -> impl IntoView {
+fn ReviewList(
+    view: HistoryView,
+    launch: String,
+    on_written: Callback<api::WriteResult>,
+) -> impl IntoView {
+    let confirming = RwSignal::new(false);
     let items: Arc<Vec<ReviewRow>> = Arc::new(view.items);
     let selected = RwSignal::new(view.selected.into_iter().collect::<HashSet<String>>());
     let first_tab = Category::ALL
@@ -302,11 +326,20 @@ fn ReviewList(view: HistoryView, launch: String) -> impl IntoView {
                 <span class="selection" role="status" data-testid="selection-count">
                     {move || format!("{} of {total_items} selected", selected_count.get())}
                 </span>
-                <button class="button" data-testid="add-to-chart" disabled=move || selected_count.get() == 0>
+                <button class="button" data-testid="add-to-chart" disabled=move || selected_count.get() == 0
+                    on:click=move |_| confirming.set(true)>
                     {move || format!("Add {} to chart", selected_count.get())}
                 </button>
             </div>
             {move || sync_error.get().map(|e| view! { <p class="error" role="alert">{format!("Your last change was not saved: {e}")}</p> })}
+            {
+                let launch = launch.clone();
+                move || confirming.get().then(|| view! {
+                    <WriteConfirm launch=launch.clone()
+                        on_written=Callback::new(move |r| { confirming.set(false); on_written.run(r); })
+                        on_cancel=Callback::new(move |_| confirming.set(false)) />
+                })
+            }
             {(!view.notes.is_empty()).then(|| view! {
                 <details class="notes"><summary>{format!("{} note(s) on the history", view.notes.len())}</summary>
                     <ul>{view.notes.iter().map(|n| view! { <li>{n.clone()}</li> }).collect_view()}</ul>

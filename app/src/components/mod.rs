@@ -1,6 +1,7 @@
 mod banner;
 mod history;
 mod plan;
+mod write;
 
 pub use banner::PatientBanner;
 pub use history::HistoryReview;

@@ -6,12 +6,14 @@
 pub mod history;
 pub mod launch_error;
 pub mod plan;
+pub mod write;
 
 use serde::{Deserialize, Serialize};
 
 pub use history::*;
 pub use launch_error::LaunchErrorCode;
 pub use plan::*;
+pub use write::*;
 
 /// An EHR the clinician can start a standalone launch with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -104,12 +104,19 @@ pub struct FhirClient {
     http: reqwest::Client,
     base: Url,
     max_body: usize,
+    timeout: Option<std::time::Duration>,
 }
 
 impl FhirClient {
     pub fn new(http: reqwest::Client, base: Url, limits: &HttpLimits) -> Self {
         let base = with_trailing_slash(base);
-        Self { http, base, max_body: limits.max_body }
+        Self { http, base, max_body: limits.max_body, timeout: None }
+    }
+
+    /// A deadline for each whole request (answer included), overriding the HTTP client's.
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
     }
 
     /// The base URL, without a trailing slash.
@@ -235,7 +242,8 @@ impl FhirClient {
         token: Option<&str>,
         bundle: &Bundle,
     ) -> Result<Bundle, FhirError> {
-        let url = self.base.clone();
+        // `POST [base]`, without the trailing slash the joins need.
+        let url = Url::parse(self.base()).map_err(|e| FhirError::Decode(e.to_string()))?;
         let response = self
             .request(Method::POST, url, token)
             .header(CONTENT_TYPE, FHIR_JSON)
@@ -262,7 +270,10 @@ impl FhirClient {
     }
 
     fn request(&self, method: Method, url: Url, token: Option<&str>) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, url).header(ACCEPT, FHIR_JSON);
+        let mut request = self.http.request(method, url).header(ACCEPT, FHIR_JSON);
+        if let Some(timeout) = self.timeout {
+            request = request.timeout(timeout);
+        }
         match token {
             Some(token) => request.bearer_auth(token),
             None => request,

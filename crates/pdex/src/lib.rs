@@ -7,9 +7,13 @@
 //! - [`sensitive`]: behavioural health, substance use, sexual and reproductive health, and
 //!   security labels;
 //! - [`review`]: the compact rows the review page lists;
-//! - [`filter`]: PDex filters (period, own organisation or practitioner) and the page's own.
+//! - [`filter`]: PDex filters (period, own organisation or practitioner) and the page's own;
+//! - [`writeback`]: the selection as one idempotent transaction with Provenance, and a
+//!   DocumentReference ([`document`]) for what the EMR cannot take as resources.
 
 pub mod dedupe;
+#[cfg(feature = "client")]
+pub mod document;
 #[cfg(feature = "client")]
 pub mod fetch;
 pub mod filter;
@@ -17,6 +21,8 @@ pub mod model;
 pub mod normalise;
 pub mod review;
 pub mod sensitive;
+#[cfg(feature = "client")]
+pub mod writeback;
 
 pub use model::{Category, Code, HistoryItem, Party, Sensitivity, When};
 pub use review::ReviewRow;

@@ -20,8 +20,44 @@ use crate::store::FhirStore;
 use crate::synthetic::{self, CoverageKind, Person};
 
 /// The resource types the EHR's FHIR API serves.
-pub const EHR_RESOURCE_TYPES: &[&str] =
-    &["Patient", "Practitioner", "Organization", "Coverage", "Encounter"];
+pub const EHR_RESOURCE_TYPES: &[&str] = &[
+    "Patient",
+    "Practitioner",
+    "PractitionerRole",
+    "Organization",
+    "Coverage",
+    "Encounter",
+    "Condition",
+    "Procedure",
+    "Observation",
+    "DiagnosticReport",
+    "MedicationDispense",
+    "MedicationRequest",
+    "MedicationStatement",
+    "Immunization",
+    "AllergyIntolerance",
+    "ExplanationOfBenefit",
+    "Claim",
+    "Provenance",
+    "DocumentReference",
+];
+
+/// What the sandbox EHR accepts for writing unless configured otherwise.
+pub const DEFAULT_WRITABLE: &[&str] = &[
+    "Encounter",
+    "Condition",
+    "Procedure",
+    "Observation",
+    "DiagnosticReport",
+    "MedicationDispense",
+    "MedicationRequest",
+    "MedicationStatement",
+    "Immunization",
+    "AllergyIntolerance",
+    "Organization",
+    "Provenance",
+    "DocumentReference",
+];
 
 #[derive(Debug)]
 pub struct Ehr {
@@ -36,8 +72,16 @@ pub struct Ehr {
 }
 
 impl Ehr {
+    /// The FHIR base of the EHR's launches (its own API, or the real server behind it).
     pub fn fhir_base(&self) -> String {
-        format!("{}/fhir", self.base_url)
+        self.auth.fhir_base.clone()
+    }
+
+    /// Makes the next transaction fail as `fault` says.
+    pub fn inject_fault(&self, fault: crate::fhir_api::Fault) {
+        if let Ok(mut faults) = self.api.writes.faults.lock() {
+            faults.push_back(fault);
+        }
     }
 
     /// See [`AuthServer::revoke_issued_access_tokens`].
@@ -60,6 +104,7 @@ pub fn router(ehr: Arc<Ehr>) -> Router {
     Router::new()
         .route("/", get(launcher))
         .route("/launch", post(launch))
+        .route("/chart", get(chart))
         .route("/book", get(crate::booking::form).post(crate::booking::book))
         .route("/book/launch", post(crate::booking::launch))
         .route("/frame", get(frame))
@@ -131,7 +176,7 @@ async fn launcher(State(ehr): State<Arc<Ehr>>) -> Html<String> {
                         label { input type="checkbox" name="embedded" value="true"; " Open inside the EHR's 800×600 app frame" }
                     }
                     table {
-                        thead { tr { th { "Patient" } th { "Sex" } th { "Birth date" } th { "MRN" } th { "Coverage" } th {} th {} } }
+                        thead { tr { th { "Patient" } th { "Sex" } th { "Birth date" } th { "MRN" } th { "Coverage" } th {} th {} th {} } }
                         tbody {
                             @for p in &ehr.people {
                                 tr {
@@ -142,6 +187,7 @@ async fn launcher(State(ehr): State<Arc<Ehr>>) -> Html<String> {
                                     td.muted { (coverage_label(p)) }
                                     td { button type="submit" name="patient" value=(p.patient_id) { "Launch " (client.name) } }
                                     td { a.button href={ "/book?patient=" (p.patient_id) } data-book=(p.patient_id) { "Book appointment" } }
+                                    td { a href={ "/chart?patient=" (p.patient_id) } data-chart=(p.patient_id) { "Chart" } }
                                 }
                             }
                         }
@@ -289,4 +335,50 @@ async fn jwks(State(ehr): State<Arc<Ehr>>) -> Json<jose::jwk::JwkSet> {
 
 async fn openid_configuration(State(ehr): State<Arc<Ehr>>) -> Json<serde_json::Value> {
     Json(ehr.auth.openid_configuration())
+}
+
+#[derive(Debug, Deserialize)]
+struct ChartQuery {
+    patient: String,
+}
+
+/// The patient's chart as the EHR holds it: every record, with where it came from.
+async fn chart(State(ehr): State<Arc<Ehr>>, Query(q): Query<ChartQuery>) -> Response {
+    let Some(person) = ehr.person(&q.patient) else {
+        return (StatusCode::NOT_FOUND, pages::message_page("Unknown patient", "No such patient."))
+            .into_response();
+    };
+    let mut records = ehr.store.compartment(&q.patient);
+    records
+        .retain(|r| r.get("resourceType").and_then(serde_json::Value::as_str) != Some("Patient"));
+    let provenance = ehr.store.search("Provenance", &[]);
+    let text = |r: &serde_json::Value| -> String {
+        ["code", "vaccineCode", "medicationCodeableConcept", "type"]
+            .iter()
+            .filter_map(|k| r.get(*k))
+            .map(|c| if let Some(first) = c.as_array().and_then(|a| a.first()) { first } else { c })
+            .find_map(fhir::resource::concept_text)
+            .or_else(|| r.get("description").and_then(serde_json::Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| "(no description)".into())
+    };
+    pages::layout(
+        "Sandbox EHR chart",
+        &format!("{} · {} · {}", person.display_name(), person.birth_date, person.mrn),
+        html! {
+            p.muted { (records.len()) " records · " (provenance.len()) " Provenance records in the EHR" }
+            table {
+                thead { tr { th { "Record" } th { "What" } th { "From" } } }
+                tbody {
+                    @for r in &records {
+                        tr data-record=(fhir::ResourceExt::local_reference(r).unwrap_or_default()) {
+                            td { (r.get("resourceType").and_then(serde_json::Value::as_str).unwrap_or("")) }
+                            td.record-text { (text(r)) }
+                            td.muted { (r.pointer("/meta/source").and_then(serde_json::Value::as_str).unwrap_or("this EHR")) }
+                        }
+                    }
+                }
+            }
+        },
+    )
+    .into_response()
 }

@@ -178,6 +178,29 @@ pub fn fhir_json(value: &Value) -> Response {
         .into_response()
 }
 
+/// A failure the EHR is told to produce on the next transaction (tests of what the app does
+/// when the EMR fails).
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer 500 without writing anything.
+    Fail500,
+    /// Write, then answer only after this long (the app has stopped waiting by then).
+    SlowAfterCommit(std::time::Duration),
+    /// Write, then drop the connection halfway through the answer.
+    DropAfterCommit,
+}
+
+/// What the API accepts for writing.
+#[derive(Debug, Default)]
+pub struct WriteRules {
+    /// Resource types that can be created (with conditional create). Empty: read-only.
+    pub writable: std::collections::HashSet<String>,
+    pub transactions: bool,
+    /// Attachment content types a DocumentReference may carry; `None` accepts any.
+    pub attachment_types: Option<Vec<String>>,
+    pub faults: std::sync::Mutex<std::collections::VecDeque<Fault>>,
+}
+
 /// State of one FHIR API.
 #[derive(Debug, Clone)]
 pub struct FhirApi {
@@ -187,6 +210,7 @@ pub struct FhirApi {
     pub tokens: Arc<TokenVerifier>,
     pub capability: Arc<std::sync::RwLock<Value>>,
     pub default_page_size: usize,
+    pub writes: Arc<WriteRules>,
 }
 
 impl FhirApi {
@@ -198,8 +222,9 @@ impl FhirApi {
 /// Routes of a FHIR API, relative to its base.
 pub fn router(api: FhirApi) -> Router {
     Router::new()
+        .route("/", axum::routing::post(transaction))
         .route("/metadata", get(metadata))
-        .route("/{resource_type}", get(search_type))
+        .route("/{resource_type}", get(search_type).post(create))
         .route("/{resource_type}/{id}", get(read))
         .route("/Patient/{id}/$everything", get(everything))
         .with_state(api)
@@ -331,23 +356,30 @@ pub fn searchset(
     }))
 }
 
-/// A CapabilityStatement for a server holding `resource_types` with read and search.
+/// A CapabilityStatement for a server holding `resource_types` with read and search, and
+/// create (with conditional create) for the writable ones; `transaction` at system level.
 pub fn capability_statement(
     base_url: &str,
     name: &str,
     resource_types: &[&str],
     smart: Option<&str>,
+    writes: &WriteRules,
 ) -> Value {
     let resources: Vec<Value> = resource_types
         .iter()
         .map(|t| {
-            json!({
-                "type": t,
-                "interaction": [{"code": "read"}, {"code": "search-type"}],
-            })
+            let mut interactions = vec![json!({"code": "read"}), json!({"code": "search-type"})];
+            let writable = writes.writable.contains(*t);
+            if writable {
+                interactions.push(json!({"code": "create"}));
+            }
+            json!({"type": t, "interaction": interactions, "conditionalCreate": writable})
         })
         .collect();
     let mut rest = json!({"mode": "server", "resource": resources});
+    if writes.transactions {
+        rest["interaction"] = json!([{"code": "transaction"}]);
+    }
     if let Some(auth_base) = smart {
         rest["security"] = json!({
             "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
@@ -479,4 +511,133 @@ fn referenced_directory(store: &FhirStore, resources: &[Value]) -> Vec<Value> {
     }
     resources.iter().for_each(|r| walk(r, &mut wanted));
     wanted.into_iter().filter_map(|(t, id)| store.read(&t, &id)).collect()
+}
+
+/// Checks one resource to be written: the token's scopes, the patient in context, what the
+/// server accepts (type, attachment formats).
+fn check_write(
+    api: &FhirApi,
+    grant: &Grant,
+    resource: &Value,
+    entry: Option<usize>,
+) -> Result<(), ApiError> {
+    let at = entry.map(|i| format!("Bundle.entry[{i}]: ")).unwrap_or_default();
+    let resource_type = resource.get("resourceType").and_then(Value::as_str).unwrap_or("");
+    if !api.writes.writable.contains(resource_type) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "not-supported",
+            format!("{at}this EHR does not accept {resource_type} records"),
+        ));
+    }
+    let reach = grant
+        .reach(resource_type, Permission::Create)
+        .map_err(|e| ApiError { message: format!("{at}{}", e.message), ..e })?;
+    check_reach(&reach, resource)?;
+    if let (Some(accepted), "DocumentReference") = (&api.writes.attachment_types, resource_type) {
+        for content in resource.get("content").and_then(Value::as_array).into_iter().flatten() {
+            let content_type =
+                content.pointer("/attachment/contentType").and_then(Value::as_str).unwrap_or("");
+            if !accepted.iter().any(|a| a == content_type) {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "not-supported",
+                    format!("{at}this EHR does not accept attachments of type {content_type}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn store_error(e: crate::store::StoreError) -> ApiError {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let code =
+        if status == StatusCode::PRECONDITION_FAILED { "multiple-matches" } else { "invalid" };
+    ApiError::new(status, code, e.to_string())
+}
+
+/// `POST [base]` with a transaction Bundle.
+async fn transaction(
+    State(api): State<FhirApi>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let grant = api.tokens.verify(&headers)?;
+    if !api.writes.transactions {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "not-supported",
+            "this EHR does not accept transactions",
+        ));
+    }
+    let bundle: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(format!("the body is not JSON: {e}")))?;
+    for (i, entry) in
+        bundle.get("entry").and_then(Value::as_array).into_iter().flatten().enumerate()
+    {
+        if let Some(resource) = entry.get("resource") {
+            check_write(&api, &grant, resource, Some(i))?;
+        }
+    }
+    let fault = api.writes.faults.lock().ok().and_then(|mut f| f.pop_front());
+    if matches!(fault, Some(Fault::Fail500)) {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "exception",
+            "the EHR failed (injected fault)",
+        ));
+    }
+    let response = api.store.transaction(&bundle).map_err(store_error)?;
+    match fault {
+        Some(Fault::SlowAfterCommit(delay)) => {
+            tokio::time::sleep(delay).await;
+            Ok(fhir_json(&response))
+        }
+        Some(Fault::DropAfterCommit) => {
+            let bytes = serde_json::to_vec(&response).unwrap_or_default();
+            let half = bytes[..bytes.len() / 2].to_vec();
+            let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
+                Ok(bytes::Bytes::from(half)),
+                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "dropped")),
+            ];
+            Ok((
+                [(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+json"))],
+                axum::body::Body::from_stream(futures::stream::iter(chunks)),
+            )
+                .into_response())
+        }
+        _ => Ok(fhir_json(&response)),
+    }
+}
+
+/// `POST [base]/{type}`, with `If-None-Exist` for a conditional create.
+async fn create(
+    State(api): State<FhirApi>,
+    Path(resource_type): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let grant = api.tokens.verify(&headers)?;
+    let resource: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(format!("the body is not JSON: {e}")))?;
+    if resource.get("resourceType").and_then(Value::as_str) != Some(resource_type.as_str()) {
+        return Err(ApiError::invalid("the resource type does not match the URL"));
+    }
+    check_write(&api, &grant, &resource, None)?;
+    let if_none_exist = headers.get("if-none-exist").and_then(|v| v.to_str().ok());
+    let (status, stored) = match api.store.create(resource, if_none_exist).map_err(store_error)? {
+        crate::store::Created::New(r) => (StatusCode::CREATED, r),
+        crate::store::Created::Existing(r) => (StatusCode::OK, r),
+    };
+    let location = format!(
+        "{}/{resource_type}/{}",
+        api.base_url,
+        stored.get("id").and_then(Value::as_str).unwrap_or("")
+    );
+    let mut response = (status, fhir_json(&stored)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
 }

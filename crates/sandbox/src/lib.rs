@@ -49,6 +49,16 @@ pub struct SandboxConfig {
     pub cds_clients: Vec<CdsClientTrust>,
     /// Lifetime of the plan's access tokens, in seconds.
     pub plan_token_ttl_secs: u64,
+    /// Resource types the EHR accepts for writing (create with conditional create); `None`
+    /// means [`ehr::DEFAULT_WRITABLE`].
+    pub ehr_writable: Option<Vec<String>>,
+    /// Whether the EHR accepts transactions.
+    pub ehr_transactions: bool,
+    /// Attachment content types the EHR accepts in a DocumentReference; `None` accepts any.
+    pub ehr_attachment_types: Option<Vec<String>>,
+    /// The FHIR base the EHR's tokens are for and its launches name, when it is not the
+    /// sandbox's own (a real FHIR server using this authorization server).
+    pub ehr_fhir_base: Option<String>,
 }
 
 impl Default for SandboxConfig {
@@ -65,6 +75,10 @@ impl Default for SandboxConfig {
             history_size: 150,
             cds_clients: Vec::new(),
             plan_token_ttl_secs: 900,
+            ehr_writable: None,
+            ehr_transactions: true,
+            ehr_attachment_types: None,
+            ehr_fhir_base: None,
         }
     }
 }
@@ -140,6 +154,7 @@ impl Sandbox {
                     &plan_auth.issuer,
                 ))),
                 default_page_size: 200,
+                writes: Arc::default(),
             },
             base_url: plan_base.clone(),
             fhir_base: plan_fhir_base,
@@ -155,15 +170,30 @@ impl Sandbox {
         // The EHR.
         let store = Arc::new(store::FhirStore::new());
         store.put_all(synthetic::ehr_resources(&people))?;
-        let auth = auth::AuthServer::new(
+        let mut auth = auth::AuthServer::new(
             &ehr_base,
             ehr_key.clone(),
             config.clients.clone(),
             config.access_token_ttl_secs,
             http,
         );
-        let fhir_base = format!("{ehr_base}/fhir");
+        // Another FHIR server (a real one) can stand behind this authorization server.
+        if let Some(base) = &config.ehr_fhir_base {
+            auth.fhir_base = base.trim_end_matches('/').to_owned();
+        }
+        let fhir_base = auth.fhir_base.clone();
         let ehr_fhir_base = Url::parse(&fhir_base).map_err(|e| SandboxError::Url(e.to_string()))?;
+        let writes = fhir_api::WriteRules {
+            writable: config
+                .ehr_writable
+                .clone()
+                .unwrap_or_else(|| ehr::DEFAULT_WRITABLE.iter().map(|t| (*t).to_owned()).collect())
+                .into_iter()
+                .collect(),
+            transactions: config.ehr_transactions,
+            attachment_types: config.ehr_attachment_types.clone(),
+            faults: Default::default(),
+        };
         let api = fhir_api::FhirApi {
             store: store.clone(),
             base_url: fhir_base.clone(),
@@ -173,8 +203,10 @@ impl Sandbox {
                 "Sandbox EHR",
                 ehr::EHR_RESOURCE_TYPES,
                 Some(&auth.issuer),
+                &writes,
             ))),
             default_page_size: 50,
+            writes: Arc::new(writes),
         };
         let identity = cds_hooks::ClientIdentity {
             key: Arc::new(ehr_key),

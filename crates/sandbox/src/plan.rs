@@ -175,6 +175,7 @@ pub fn capability_statement(fhir_base: &str, auth_base: &str) -> Value {
             "ExplanationOfBenefit",
         ],
         Some(auth_base),
+        &crate::fhir_api::WriteRules::default(),
     );
     if let Some(patient) = statement.pointer_mut("/rest/0/resource/0") {
         patient["operation"] = json!([{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]);

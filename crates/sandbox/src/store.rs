@@ -1,6 +1,6 @@
 //! An in-memory FHIR resource store: the EHR's chart and the plan's claims-derived history.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
 use serde_json::{json, Value};
@@ -164,6 +164,27 @@ impl FhirStore {
         out
     }
 
+    /// The one resource matching a conditional-create query, if any (several is an error).
+    fn find_existing(
+        inner: &Inner,
+        resource_type: &str,
+        query: &str,
+    ) -> Result<Option<Value>, StoreError> {
+        let params: Vec<(String, String)> =
+            url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let filters = search::parse_filters(resource_type, &params).map_err(StoreError::Invalid)?;
+        let found: Vec<&Stored> = inner
+            .by_type
+            .get(resource_type)
+            .map(|m| m.values().filter(|s| search::matches(&s.resource, &filters)).collect())
+            .unwrap_or_default();
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(Some(found[0].resource.clone())),
+            n => Err(StoreError::MultipleMatches(n)),
+        }
+    }
+
     /// Creates `resource` with a server-assigned id; with `if_none_exist` (a search query
     /// string) it first searches, and answers with the match instead of creating.
     pub fn create(
@@ -180,25 +201,129 @@ impl FhirStore {
         // creates cannot both create.
         let mut inner = self.write_lock();
         if let Some(query) = if_none_exist {
-            let params: Vec<(String, String)> =
-                url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
-            let filters =
-                search::parse_filters(&resource_type, &params).map_err(StoreError::Invalid)?;
-            let found: Vec<&Stored> = inner
-                .by_type
-                .get(&resource_type)
-                .map(|m| m.values().filter(|s| search::matches(&s.resource, &filters)).collect())
-                .unwrap_or_default();
-            match found.len() {
-                0 => {}
-                1 => return Ok(Created::Existing(found[0].resource.clone())),
-                n => return Err(StoreError::MultipleMatches(n)),
+            if let Some(existing) = Self::find_existing(&inner, &resource_type, query)? {
+                return Ok(Created::Existing(existing));
             }
         }
         if let Some(obj) = resource.as_object_mut() {
             obj.insert("id".into(), json!(uuid::Uuid::new_v4().to_string()));
         }
         Self::put_locked(&mut inner, resource).map(Created::New)
+    }
+
+    /// Applies a transaction Bundle all-or-nothing (FHIR R4 §3.1.0.11.2): POST entries only,
+    /// conditional creates resolved against the store as it was, `urn:uuid` references
+    /// rewritten to the assigned (or matched) ids. Nothing is written unless every entry is
+    /// valid. Returns the transaction-response Bundle.
+    pub fn transaction(&self, bundle: &Value) -> Result<Value, StoreError> {
+        if bundle.get("type").and_then(Value::as_str) != Some("transaction") {
+            return Err(StoreError::Invalid("the Bundle is not of type transaction".into()));
+        }
+        let entries = bundle.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut inner = self.write_lock();
+        enum Step {
+            Create(Value),
+            Existing(Value),
+        }
+        let mut mapping: HashMap<String, String> = HashMap::new();
+        let mut steps = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            let invalid = |m: String| StoreError::Invalid(format!("Bundle.entry[{i}]: {m}"));
+            let method = entry.pointer("/request/method").and_then(Value::as_str).unwrap_or("");
+            if method != "POST" {
+                return Err(invalid(format!(
+                    "only POST (create) entries are supported, not `{method}`"
+                )));
+            }
+            let mut resource = entry
+                .get("resource")
+                .cloned()
+                .filter(Value::is_object)
+                .ok_or_else(|| invalid("no resource".into()))?;
+            let resource_type = resource
+                .get("resourceType")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid("the resource has no resourceType".into()))?
+                .to_owned();
+            let url = entry.pointer("/request/url").and_then(Value::as_str).unwrap_or("");
+            if url.split('?').next() != Some(resource_type.as_str()) {
+                return Err(invalid(format!(
+                    "request.url `{url}` does not match the resource type"
+                )));
+            }
+            let existing = match entry.pointer("/request/ifNoneExist").and_then(Value::as_str) {
+                Some(query) => {
+                    Self::find_existing(&inner, &resource_type, query).map_err(|e| match e {
+                        StoreError::MultipleMatches(n) => StoreError::MultipleMatches(n),
+                        other => invalid(other.to_string()),
+                    })?
+                }
+                None => None,
+            };
+            let local = match &existing {
+                Some(found) => format!(
+                    "{resource_type}/{}",
+                    found.get("id").and_then(Value::as_str).unwrap_or("")
+                ),
+                None => {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    resource["id"] = json!(id);
+                    format!("{resource_type}/{id}")
+                }
+            };
+            if let Some(full_url) = entry.get("fullUrl").and_then(Value::as_str) {
+                mapping.insert(full_url.to_owned(), local);
+            }
+            steps.push(match existing {
+                Some(found) => Step::Existing(found),
+                None => Step::Create(resource),
+            });
+        }
+        // Every urn:uuid reference must name an entry of this transaction.
+        for (i, step) in steps.iter_mut().enumerate() {
+            if let Step::Create(resource) = step {
+                rewrite_urns(resource, &mapping).map_err(|r| {
+                    StoreError::Invalid(format!(
+                        "Bundle.entry[{i}]: {r} is not an entry of this transaction"
+                    ))
+                })?;
+            }
+        }
+        let mut response = Vec::with_capacity(steps.len());
+        for step in steps {
+            let (status, stored) = match step {
+                Step::Create(resource) => ("201 Created", Self::put_locked(&mut inner, resource)?),
+                Step::Existing(found) => ("200 OK", found),
+            };
+            let location = format!(
+                "{}/{}/_history/{}",
+                stored.get("resourceType").and_then(Value::as_str).unwrap_or(""),
+                stored.get("id").and_then(Value::as_str).unwrap_or(""),
+                stored.pointer("/meta/versionId").and_then(Value::as_str).unwrap_or("1"),
+            );
+            response.push(json!({"response": {"status": status, "location": location,
+                "lastModified": stored.pointer("/meta/lastUpdated").cloned().unwrap_or(Value::Null)}}));
+        }
+        Ok(json!({"resourceType": "Bundle", "type": "transaction-response", "entry": response}))
+    }
+}
+
+/// Replaces `urn:uuid:` values of `reference` fields using `mapping`; returns the first one
+/// it cannot resolve.
+fn rewrite_urns(value: &mut Value, mapping: &HashMap<String, String>) -> Result<(), String> {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(reference)) = map.get_mut("reference") {
+                if reference.starts_with("urn:uuid:") || reference.starts_with("urn:oid:") {
+                    let target =
+                        mapping.get(reference.as_str()).ok_or_else(|| reference.clone())?;
+                    *reference = target.clone();
+                }
+            }
+            map.values_mut().try_for_each(|v| rewrite_urns(v, mapping))
+        }
+        Value::Array(items) => items.iter_mut().try_for_each(|v| rewrite_urns(v, mapping)),
+        _ => Ok(()),
     }
 }
 
@@ -213,6 +338,40 @@ pub fn now_instant() -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn transaction(entries: Vec<Value>) -> Value {
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    }
+
+    #[test]
+    fn transactions_are_all_or_nothing_and_rewrite_references() {
+        let store = FhirStore::new();
+        let ok = transaction(vec![
+            json!({"fullUrl": "urn:uuid:a", "resource": {"resourceType": "Encounter", "identifier": [{"system": "s", "value": "e1"}]},
+                   "request": {"method": "POST", "url": "Encounter", "ifNoneExist": "identifier=s|e1"}}),
+            json!({"fullUrl": "urn:uuid:b", "resource": {"resourceType": "Condition", "encounter": {"reference": "urn:uuid:a"}},
+                   "request": {"method": "POST", "url": "Condition"}}),
+        ]);
+        let response = store.transaction(&ok).unwrap();
+        assert_eq!(response["entry"][0]["response"]["status"], "201 Created");
+        let condition = &store.search("Condition", &[])[0];
+        let encounter = &store.search("Encounter", &[])[0];
+        assert_eq!(
+            condition["encounter"]["reference"],
+            format!("Encounter/{}", encounter["id"].as_str().unwrap())
+        );
+        // Again: the conditional entry matches, and the new reference points at the match.
+        let response = store.transaction(&ok).unwrap();
+        assert_eq!(response["entry"][0]["response"]["status"], "200 OK");
+        assert_eq!(store.counts()["Encounter"], 1);
+        // A bad entry anywhere: nothing at all is written.
+        let bad = transaction(vec![
+            json!({"fullUrl": "urn:uuid:c", "resource": {"resourceType": "Condition"}, "request": {"method": "POST", "url": "Condition"}}),
+            json!({"resource": {"resourceType": "Condition", "encounter": {"reference": "urn:uuid:nowhere"}}, "request": {"method": "POST", "url": "Condition"}}),
+        ]);
+        assert!(store.transaction(&bad).is_err());
+        assert_eq!(store.counts()["Condition"], 2);
+    }
 
     #[test]
     fn put_read_search_and_compartment() {

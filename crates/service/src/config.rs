@@ -12,7 +12,10 @@ pub const DEFAULT_EHR_SCOPE: &str = "patient/Patient.rs patient/Coverage.rs pati
      patient/Condition.rs patient/Procedure.rs patient/Observation.rs patient/DiagnosticReport.rs \
      patient/MedicationDispense.rs patient/MedicationRequest.rs patient/MedicationStatement.rs \
      patient/Immunization.rs patient/AllergyIntolerance.rs patient/ExplanationOfBenefit.rs \
-     user/Practitioner.r user/PractitionerRole.r user/Organization.r";
+     user/Practitioner.r user/PractitionerRole.r user/Organization.rs \
+     user/Encounter.c user/Condition.c user/Procedure.c user/Observation.c user/DiagnosticReport.c \
+     user/MedicationDispense.c user/MedicationRequest.c user/MedicationStatement.c user/Immunization.c \
+     user/AllergyIntolerance.c user/Organization.c user/Provenance.c user/DocumentReference.c";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +93,13 @@ pub struct EhrConfig {
     /// items from them can be hidden (PDex "exclude own organization").
     #[serde(default)]
     pub own_organization: Vec<String>,
+    /// Seconds to wait for the EHR's FHIR API (a write included) before saying it did not answer.
+    #[serde(default = "default_ehr_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_ehr_timeout() -> u64 {
+    30
 }
 
 fn default_scope() -> String {
@@ -131,6 +141,10 @@ pub struct PayerConfig {
     /// How Member History gets access to the plan's FHIR API.
     #[serde(default)]
     pub fhir_auth: PlanFhirAuth,
+    /// The identifier system of the plan's records (written with each record, and used to
+    /// recognise it on a retry); by default `{fhir_base}/{resourceType}`.
+    #[serde(default)]
+    pub record_identifier_system: Option<String>,
     /// Seconds to wait for the plan's CDS service before telling the clinician it did not answer.
     #[serde(default = "default_plan_timeout")]
     pub timeout_seconds: u64,

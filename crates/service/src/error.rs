@@ -47,6 +47,9 @@ pub enum ServiceError {
     /// The plan could not be asked; the message names the plan and says what to do.
     #[error("plan: {0}")]
     Plan(String),
+    /// The write-back did not happen; the message says why and that retrying is safe.
+    #[error("write: {0}")]
+    Write(String),
     #[error("session store: {0}")]
     Session(String),
     #[error("{0}")]
@@ -89,6 +92,7 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::BadRequest(m) => ApiError::new(ErrorCode::BadRequest, m.clone()),
             ServiceError::Plan(m) => ApiError::new(ErrorCode::PlanUnavailable, m.clone()),
+            ServiceError::Write(m) => ApiError::new(ErrorCode::EhrUnavailable, m.clone()),
             ServiceError::Session(_) | ServiceError::Internal(_) => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::new(ErrorCode::Internal, "Something went wrong on Member History's server. Try again.")

@@ -110,6 +110,7 @@ pub async fn complete(
         style: None,
         identification: None,
         history: None,
+        writes: Vec::new(),
         plan: token
             .context
             .app_context

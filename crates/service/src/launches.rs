@@ -33,6 +33,8 @@ pub struct Launch {
     pub plan: Option<crate::plan::PlanState>,
     /// The plan's history under review, with the clinician's selection.
     pub history: Option<crate::history::HistoryState>,
+    /// What was written into the chart, oldest first.
+    pub writes: Vec<api::WriteResult>,
 }
 
 #[derive(Debug)]

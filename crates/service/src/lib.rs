@@ -12,6 +12,7 @@ pub mod launches;
 pub mod plan;
 pub mod session;
 pub mod state;
+pub mod writeback;
 
 pub use config::AppConfig;
 pub use error::{LaunchError, ServiceError};

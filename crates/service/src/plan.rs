@@ -658,15 +658,26 @@ pub async fn send_feedback(
     input: FeedbackInput,
 ) -> Result<CardView, ServiceError> {
     let launch = owned_launch(state, session, launch_id).await?;
+    let payer_id = launch.lock().await.plan.as_ref().map(|p| p.payer_id.clone());
+    let payer = payer_id
+        .and_then(|id| state.payer(&id))
+        .ok_or_else(|| ServiceError::BadRequest("Ask the plan first.".into()))?;
+    feedback_for_launch(&launch, payer, index, input).await
+}
+
+/// Feedback for a launch already checked to belong to the caller.
+pub async fn feedback_for_launch(
+    launch: &Arc<Mutex<Launch>>,
+    payer: &PayerRuntime,
+    index: usize,
+    input: FeedbackInput,
+) -> Result<CardView, ServiceError> {
     let plan = launch
         .lock()
         .await
         .plan
         .clone()
         .ok_or_else(|| ServiceError::BadRequest("Ask the plan first.".into()))?;
-    let payer = state
-        .payer(&plan.payer_id)
-        .ok_or_else(|| ServiceError::Internal("payer no longer configured".into()))?;
     let checked =
         plan.cards.get(index).ok_or_else(|| ServiceError::BadRequest("No such card.".into()))?;
     let uuid = match (&checked.card.uuid, checked.feedback_allowed) {

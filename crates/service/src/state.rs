@@ -14,6 +14,9 @@ use crate::launches::LaunchStore;
 pub struct EhrRuntime {
     pub config: EhrConfig,
     pub client: SmartClient,
+    /// What the EHR accepts for writing (from its CapabilityStatement), read once an hour.
+    pub write_capabilities:
+        tokio::sync::Mutex<Option<(std::time::Instant, pdex::writeback::WriteCapabilities)>>,
 }
 
 /// One configured health plan: its discovery document (cached) and, for SMART Backend
@@ -86,6 +89,7 @@ impl AppState {
                         auth,
                         http.clone(),
                     ),
+                    write_capabilities: tokio::sync::Mutex::new(None),
                 }
             })
             .collect();
@@ -146,9 +150,10 @@ impl AppState {
         self.payers.iter().find(|p| p.config.id == id)
     }
 
-    /// A FHIR client for the EHR's base URL.
+    /// A FHIR client for the EHR's base URL, with its configured deadline.
     pub fn fhir_client(&self, ehr: &EhrRuntime) -> fhir::FhirClient {
         fhir::FhirClient::new(self.http.clone(), ehr.config.issuer.clone(), &self.limits)
+            .with_timeout(Duration::from_secs(ehr.config.timeout_seconds.max(1)))
     }
 
     /// Our public JWKS (what `/.well-known/jwks.json` serves).

@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod hostile;
+pub mod writeback;
 
 use std::path::PathBuf;
 

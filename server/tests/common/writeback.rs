@@ -1,0 +1,293 @@
+//! The write-back scenarios, run against the sandbox EHR's store and against a real FHIR
+//! server (Helios) behind the sandbox's authorization server.
+
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+use sandbox::fhir_api::Fault;
+use serde_json::{json, Value};
+
+use super::Driver;
+
+/// Makes the EMR fail on its next transaction.
+pub trait FaultInjector {
+    fn inject(&self, fault: Fault);
+}
+
+impl FaultInjector for sandbox::Ehr {
+    fn inject(&self, fault: Fault) {
+        self.inject_fault(fault);
+    }
+}
+
+/// Reads the EMR back with a system token (as an auditor would).
+pub struct EmrReader {
+    pub client: fhir::FhirClient,
+    pub token: String,
+}
+
+impl EmrReader {
+    /// A client-credentials token from the sandbox authorization server, for the app's own client.
+    pub async fn new(driver: &Driver) -> Self {
+        let auth = &driver.sandbox().ehr.auth;
+        let endpoint = auth.token_endpoint();
+        let assertion = smart::client::client_assertion(
+            &driver.prepared.state.signing_key,
+            "member-history",
+            &endpoint,
+        )
+        .unwrap();
+        let body: Value = reqwest::Client::new()
+            .post(&endpoint)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "system/*.cruds"),
+                ("client_assertion_type", smart::client::JWT_BEARER_ASSERTION),
+                ("client_assertion", assertion.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token =
+            body["access_token"].as_str().unwrap_or_else(|| panic!("no token: {body}")).to_owned();
+        let base = url::Url::parse(&driver.sandbox().ehr.fhir_base()).unwrap();
+        EmrReader {
+            client: fhir::FhirClient::new(
+                reqwest::Client::new(),
+                base,
+                &fhir::http::HttpLimits::default(),
+            ),
+            token,
+        }
+    }
+
+    pub async fn all(&self, resource_type: &str) -> Vec<Value> {
+        self.client
+            .search_all(Some(&self.token), resource_type, &[("_count", "200")], 100)
+            .await
+            .unwrap()
+    }
+
+    pub async fn read(&self, reference: &str) -> Value {
+        self.client.read_reference(Some(&self.token), reference).await.unwrap()
+    }
+
+    /// How many resources of each type the EMR holds.
+    pub async fn counts(&self, types: &[&str]) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for t in types {
+            out.insert((*t).to_owned(), self.all(t).await.len());
+        }
+        out
+    }
+}
+
+pub const WRITTEN_TYPES: &[&str] = &[
+    "Encounter",
+    "Condition",
+    "Procedure",
+    "Observation",
+    "MedicationDispense",
+    "Immunization",
+    "AllergyIntolerance",
+    "DocumentReference",
+    "Provenance",
+    "Organization",
+];
+
+/// Launches `patient`, asks the plan, loads the history; returns the launch id and the rows.
+pub async fn review(driver: &mut Driver, patient: &str) -> (String, Vec<Value>) {
+    let launch = driver.launch(patient).await;
+    let (status, answer) = driver.server_fn("request_plan_history", &[("launch", &launch)]).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, view) =
+        driver.server_fn("history", &[("launch", &launch), ("refresh", "false")]).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    (launch, view["items"].as_array().unwrap().clone())
+}
+
+/// Makes exactly `keys` the selection.
+pub async fn select_only(driver: &mut Driver, launch: &str, rows: &[Value], keys: &[String]) {
+    let all: Vec<String> = rows.iter().map(|r| r["key"].as_str().unwrap().to_owned()).collect();
+    let (status, _) = driver
+        .server_fn_json(
+            "selection",
+            &json!({"launch": launch, "keys": all, "selected": false}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, summary) = driver
+        .server_fn_json(
+            "selection",
+            &json!({"launch": launch, "keys": keys, "selected": true}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(summary["selected"].as_u64().unwrap() as usize, keys.len());
+}
+
+/// `n` items of the groups the EHR takes as records, plus `claims` claims (they go into a document).
+pub fn choose(rows: &[Value], n: usize, claims: usize) -> Vec<String> {
+    let record = |r: &&Value| r["category"] != "Claims" && r["in_chart"] == false;
+    let mut keys: Vec<String> =
+        rows.iter().filter(record).take(n).map(|r| r["key"].as_str().unwrap().to_owned()).collect();
+    keys.extend(
+        rows.iter()
+            .filter(|r| r["category"] == "Claims")
+            .take(claims)
+            .map(|r| r["key"].as_str().unwrap().to_owned()),
+    );
+    keys
+}
+
+pub async fn add(driver: &mut Driver, launch: &str) -> (StatusCode, Value) {
+    driver.server_fn("add_to_chart", &[("launch", launch)]).await
+}
+
+/// Write 50 items (45 as records, 5 claims in a document), read them back, check subject and
+/// Provenance; write the same selection again and find nothing duplicated.
+pub async fn write_read_back_and_rewrite(driver: &mut Driver, emr: &EmrReader) {
+    let (launch, rows) = review(driver, "pat-001").await;
+    let keys = choose(&rows, 45, 5);
+    assert_eq!(keys.len(), 50);
+    select_only(driver, &launch, &rows, &keys).await;
+    let before = emr.counts(WRITTEN_TYPES).await;
+    let (status, result) = add(driver, &launch).await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    let outcomes = result["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 50);
+    let created = outcomes.iter().filter(|o| o["status"] == "Created").count();
+    let in_document = outcomes.iter().filter(|o| o["status"] == "InDocument").count();
+    assert_eq!((created, in_document), (45, 5), "{result}");
+
+    // Read every written record back: it is the EMR patient's and says where it came from.
+    let plan_base = driver.sandbox().plan_fhir_base().to_owned();
+    let mut references = Vec::new();
+    for o in outcomes.iter().filter(|o| o["status"] == "Created") {
+        let reference = o["reference"].as_str().unwrap();
+        let resource = emr.read(reference).await;
+        let subject = resource.get("subject").or_else(|| resource.get("patient")).unwrap();
+        assert_eq!(subject["reference"], "Patient/pat-001", "{reference}");
+        assert_eq!(resource["meta"]["source"], plan_base.as_str());
+        let plan_id = o["key"].as_str().unwrap().split_once('/').unwrap().1;
+        assert!(
+            resource["identifier"].as_array().unwrap().iter().any(|i| i["value"] == plan_id),
+            "{resource}"
+        );
+        references.push(reference.to_owned());
+    }
+    let document = result["document"].as_str().unwrap().to_owned();
+    let doc = emr.read(&document).await;
+    assert_eq!(doc["subject"]["reference"], "Patient/pat-001");
+    let types: Vec<&str> = doc["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["attachment"]["contentType"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["application/fhir+json", "application/pdf"]);
+
+    // One Provenance, naming the plan as transmitter, targeting all 46 written resources.
+    let provenance = emr.read(result["provenance"].as_str().unwrap()).await;
+    let mut targets: Vec<String> = provenance["target"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["reference"].as_str().unwrap().to_owned())
+        .collect();
+    targets.sort();
+    references.push(document.clone());
+    references.sort();
+    assert_eq!(targets, references);
+    assert_eq!(provenance["agent"][0]["type"]["coding"][0]["code"], "transmitter");
+    let org = emr.read(provenance["agent"][0]["who"]["reference"].as_str().unwrap()).await;
+    assert_eq!(org["name"], "Sandbox Health Plan");
+    assert_eq!(provenance["entity"][0]["role"], "source");
+
+    let after = emr.counts(WRITTEN_TYPES).await;
+    assert_eq!(after["Provenance"], before["Provenance"] + 1);
+    assert_eq!(after["DocumentReference"], before["DocumentReference"] + 1);
+    let grew: usize = [
+        "Encounter",
+        "Condition",
+        "Procedure",
+        "Observation",
+        "MedicationDispense",
+        "Immunization",
+        "AllergyIntolerance",
+    ]
+    .iter()
+    .map(|t| after[*t] - before[*t])
+    .sum();
+    assert_eq!(grew, 45);
+
+    // The same selection again: everything is found, nothing is added.
+    select_only(driver, &launch, &rows, &keys).await;
+    let (status, again) = add(driver, &launch).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    let outcomes = again["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes.iter().filter(|o| o["status"] == "AlreadyPresent").count(), 45, "{again}");
+    assert_eq!(
+        again["provenance"], result["provenance"],
+        "the same Provenance is found, not a second one"
+    );
+    assert_eq!(emr.counts(WRITTEN_TYPES).await, after);
+}
+
+/// The EMR fails as `fault` says: a clear message, nothing half-written, the selection kept,
+/// and a retry that succeeds without duplicates.
+pub async fn failure_then_retry(
+    driver: &mut Driver,
+    emr: &EmrReader,
+    injector: &dyn FaultInjector,
+    fault: Fault,
+    commits: bool,
+) {
+    let (launch, rows) = review(driver, "pat-002").await;
+    let keys = choose(&rows, 10, 0);
+    select_only(driver, &launch, &rows, &keys).await;
+    let before = emr.counts(WRITTEN_TYPES).await;
+    injector.inject(fault);
+    let (status, error) = add(driver, &launch).await;
+    assert_ne!(status, StatusCode::OK, "{error}");
+    assert_eq!(error["code"], "ehr_unavailable", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("selection is kept"), "{message}");
+    assert!(message.contains("Sandbox EHR") || message.contains("EHR"), "{message}");
+    let during = emr.counts(WRITTEN_TYPES).await;
+    if commits {
+        // The EMR wrote everything before its answer was lost: all of it, not part.
+        assert_eq!(during["Provenance"], before["Provenance"] + 1);
+    } else {
+        assert_eq!(during, before, "nothing half-written");
+    }
+    // The selection is still there.
+    let (_, view) = driver.server_fn("history", &[("launch", &launch), ("refresh", "false")]).await;
+    assert_eq!(view["selected"].as_array().unwrap().len(), 10);
+    // Retry: success, and exactly one copy of everything.
+    let (status, result) = add(driver, &launch).await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    let after = emr.counts(WRITTEN_TYPES).await;
+    assert_eq!(after["Provenance"], before["Provenance"] + 1);
+    let grew: usize = [
+        "Encounter",
+        "Condition",
+        "Procedure",
+        "Observation",
+        "MedicationDispense",
+        "Immunization",
+        "AllergyIntolerance",
+    ]
+    .iter()
+    .map(|t| after[*t] - before[*t])
+    .sum();
+    assert_eq!(grew, 10);
+    let expected = if commits { "AlreadyPresent" } else { "Created" };
+    assert!(
+        result["outcomes"].as_array().unwrap().iter().all(|o| o["status"] == expected),
+        "{result}"
+    );
+}
