@@ -73,6 +73,12 @@ pub struct Cli {
     /// default any), to watch the PDF → HTML → text fallback.
     #[arg(long, env = "MH_SANDBOX_EHR_ATTACHMENTS", value_delimiter = ',')]
     pub sandbox_ehr_attachments: Option<Vec<String>>,
+
+    /// Sandbox mode: put another FHIR server behind the sandbox EHR's authorization server (its
+    /// base URL becomes the `iss` of launches and the `aud` of tokens). The real FHIR server
+    /// suite runs Helios this way.
+    #[arg(long, env = "MH_SANDBOX_EHR_FHIR_BASE")]
+    pub sandbox_ehr_fhir_base: Option<Url>,
 }
 
 impl Cli {
@@ -93,6 +99,7 @@ impl Cli {
             sandbox_plan_style: "pdex2".into(),
             sandbox_ehr_writable: None,
             sandbox_ehr_attachments: None,
+            sandbox_ehr_fhir_base: None,
         }
     }
 }

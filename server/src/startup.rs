@@ -126,6 +126,10 @@ pub async fn prepare_with(
                 cds_clients: vec![cds_trust],
                 ehr_writable: cli.sandbox_ehr_writable.clone(),
                 ehr_attachment_types: cli.sandbox_ehr_attachments.clone(),
+                ehr_fhir_base: cli
+                    .sandbox_ehr_fhir_base
+                    .as_ref()
+                    .map(|u| u.as_str().trim_end_matches('/').to_owned()),
                 ..SandboxConfig::default()
             })
             .await?;

@@ -3,6 +3,10 @@
 //! `cargo bench -p pdex --bench normalise`
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+
+/// The allocator the server binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use serde_json::{json, Value};
 
 fn pages(size: usize) -> Vec<Value> {

@@ -148,8 +148,13 @@ fn uuid_url() -> String {
 }
 
 fn query(system: &str, value: &str) -> String {
+    search("identifier", system, value)
+}
+
+/// A token search query, `name=system|value`, encoded.
+fn search(name: &str, system: &str, value: &str) -> String {
     let mut s = url::form_urlencoded::Serializer::new(String::new());
-    s.append_pair("identifier", &format!("{system}|{value}"));
+    s.append_pair(name, &format!("{system}|{value}"));
     s.finish()
 }
 
@@ -447,6 +452,10 @@ pub fn build_transaction(
             "who": {"reference": user},
         }));
     }
+    // R4 has no `identifier` search parameter for Provenance: its idempotency key is also a
+    // tag, and the conditional create searches `_tag`.
+    let provenance_tag =
+        json!({"system": WRITE_IDENTIFIER_SYSTEM, "code": format!("provenance-{provenance_key}")});
     let provenance = json!({
         "resourceType": "Provenance",
         "identifier": [{"system": WRITE_IDENTIFIER_SYSTEM, "value": format!("provenance-{provenance_key}")}],
@@ -461,12 +470,12 @@ pub fn build_transaction(
                 "display": format!("{} member history", plan.name),
             },
         }],
-        "meta": {"source": plan.fhir_base, "tag": [origin_tag(plan)]},
+        "meta": {"source": plan.fhir_base, "tag": [origin_tag(plan), provenance_tag]},
     });
     bundle.entry.push(post(
         uuid_url(),
         provenance,
-        Some(query(WRITE_IDENTIFIER_SYSTEM, &format!("provenance-{provenance_key}"))),
+        Some(search("_tag", WRITE_IDENTIFIER_SYSTEM, &format!("provenance-{provenance_key}"))),
     ));
     roles.push(EntryRole::Provenance);
     Transaction { bundle, roles }

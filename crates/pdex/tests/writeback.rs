@@ -194,6 +194,9 @@ fn one_provenance_names_the_plan_as_transmitter_and_source() {
     assert_eq!(provenance["agent"][1]["who"]["reference"], "Practitioner/prac-1");
     assert_eq!(provenance["entity"][0]["role"], "source");
     assert_eq!(provenance["meta"]["tag"][0]["system"], pdex::writeback::ORIGIN_TAG_SYSTEM);
+    // R4 has no Provenance `identifier` search parameter: the retry key is a tag.
+    let request = entry(&tx, &EntryRole::Provenance).request.as_ref().unwrap();
+    assert!(request.if_none_exist.as_deref().unwrap().starts_with("_tag="), "{request:?}");
     // The plan's Organization is created once, found by its identifier afterwards.
     let org = entry(&tx, &EntryRole::PlanOrganization);
     assert_eq!(

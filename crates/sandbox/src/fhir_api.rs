@@ -588,7 +588,7 @@ async fn transaction(
             "the EHR failed (injected fault)",
         ));
     }
-    let response = api.store.transaction(&bundle).map_err(store_error)?;
+    let response = api.store.transaction(bundle).map_err(store_error)?;
     match fault {
         Some(Fault::SlowAfterCommit(delay)) => {
             tokio::time::sleep(delay).await;

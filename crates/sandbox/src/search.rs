@@ -48,6 +48,10 @@ pub fn compartment_paths(resource_type: &str) -> Option<&'static [&'static str]>
 fn kind(resource_type: &str, name: &str) -> Option<Kind> {
     Some(match (resource_type, name) {
         (_, "_id") => Kind::Token(&["id"]),
+        (_, "_tag") => Kind::Token(&["meta.tag"]),
+        (_, "_security") => Kind::Token(&["meta.security"]),
+        // R4 defines no `identifier` search parameter for Provenance.
+        ("Provenance", "identifier") => return None,
         (_, "identifier") => Kind::Token(&["identifier"]),
         (_, "status") => Kind::Token(&["status"]),
         ("Patient", "name") => Kind::Text(&["name.text", "name.family", "name.given"]),
@@ -71,6 +75,11 @@ fn kind(resource_type: &str, name: &str) -> Option<Kind> {
         (_, "encounter") => Kind::Reference(&["encounter"]),
         _ => return None,
     })
+}
+
+/// Whether `name` is a token search parameter of `resource_type` (for index lookups).
+pub fn known_token(resource_type: &str, name: &str) -> bool {
+    matches!(kind(resource_type, name), Some(Kind::Token(_)))
 }
 
 /// Parameters that steer paging and formatting rather than filter.

@@ -18,6 +18,32 @@ struct Inner {
     /// type → id → resource. BTreeMaps keep search results in a stable order.
     by_type: BTreeMap<String, BTreeMap<String, Stored>>,
     version: u64,
+    /// `type|param|system|value` → ids, for `identifier` and `_tag` tokens: what conditional
+    /// creates look up (a real server has an index for this too).
+    tokens: HashMap<String, Vec<String>>,
+    /// The timestamp of the write in progress (one for a whole transaction).
+    now: Option<String>,
+}
+
+/// The index keys of a resource's identifiers and tags.
+fn token_keys(resource_type: &str, resource: &Value) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut add = |param: &str, system: Option<&str>, value: Option<&str>| {
+        if let (Some(system), Some(value)) = (system, value) {
+            keys.push(format!("{resource_type}|{param}|{system}|{value}"));
+        }
+    };
+    for i in resource.get("identifier").and_then(Value::as_array).into_iter().flatten() {
+        add(
+            "identifier",
+            i.get("system").and_then(Value::as_str),
+            i.get("value").and_then(Value::as_str),
+        );
+    }
+    for t in resource.pointer("/meta/tag").and_then(Value::as_array).into_iter().flatten() {
+        add("_tag", t.get("system").and_then(Value::as_str), t.get("code").and_then(Value::as_str));
+    }
+    keys
 }
 
 /// Errors of store operations, each with the HTTP status a FHIR server answers.
@@ -39,6 +65,15 @@ impl StoreError {
             StoreError::MultipleMatches(_) => 412,
         }
     }
+}
+
+/// Where a stored resource went.
+#[derive(Debug, Clone)]
+struct Stamp {
+    resource_type: String,
+    id: String,
+    version: String,
+    last_updated: Value,
 }
 
 /// The outcome of a create.
@@ -84,7 +119,18 @@ impl FhirStore {
         Ok(())
     }
 
-    fn put_locked(inner: &mut Inner, mut resource: Value) -> Result<Value, StoreError> {
+    fn put_locked(inner: &mut Inner, resource: Value) -> Result<Value, StoreError> {
+        let stamp = Self::store_locked(inner, resource)?;
+        inner
+            .by_type
+            .get(&stamp.resource_type)
+            .and_then(|m| m.get(&stamp.id))
+            .map(|s| s.resource.clone())
+            .ok_or(StoreError::NotFound(stamp.id))
+    }
+
+    /// Stores `resource` (stamping `meta.versionId`/`lastUpdated`) without copying it back.
+    fn store_locked(inner: &mut Inner, mut resource: Value) -> Result<Stamp, StoreError> {
         let resource_type = resource
             .get("resourceType")
             .and_then(Value::as_str)
@@ -109,14 +155,29 @@ impl FhirStore {
             .or_insert_with(|| json!({}));
         if let Some(meta) = meta.as_object_mut() {
             meta.insert("versionId".into(), json!(inner.version.to_string()));
-            meta.insert("lastUpdated".into(), json!(now_instant()));
+            meta.insert("lastUpdated".into(), json!(inner.now.clone().unwrap_or_else(now_instant)));
         }
+        let previous = inner
+            .by_type
+            .get(&resource_type)
+            .and_then(|m| m.get(&id))
+            .map(|s| token_keys(&resource_type, &s.resource));
+        for key in previous.into_iter().flatten() {
+            if let Some(ids) = inner.tokens.get_mut(&key) {
+                ids.retain(|i| i != &id);
+            }
+        }
+        for key in token_keys(&resource_type, &resource) {
+            inner.tokens.entry(key).or_default().push(id.clone());
+        }
+        let version = inner.version.to_string();
+        let last_updated = resource.pointer("/meta/lastUpdated").cloned().unwrap_or(Value::Null);
         inner
             .by_type
-            .entry(resource_type)
+            .entry(resource_type.clone())
             .or_default()
-            .insert(id, Stored { resource: resource.clone() });
-        Ok(resource)
+            .insert(id.clone(), Stored { resource });
+        Ok(Stamp { resource_type, id, version, last_updated })
     }
 
     pub fn read(&self, resource_type: &str, id: &str) -> Option<Value> {
@@ -172,6 +233,27 @@ impl FhirStore {
     ) -> Result<Option<Value>, StoreError> {
         let params: Vec<(String, String)> =
             url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        // One `identifier` or `_tag` token with a system: answered from the index.
+        if let [(name, value)] = params.as_slice() {
+            let indexed = (name == "identifier" || name == "_tag") && !value.contains(',');
+            if let (true, Some((system, code))) = (indexed, value.split_once('|')) {
+                if !system.is_empty() && !code.is_empty() {
+                    let ids = inner.tokens.get(&format!("{resource_type}|{name}|{system}|{code}"));
+                    let found: Vec<&Stored> = ids
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|id| inner.by_type.get(resource_type)?.get(id))
+                        .collect();
+                    if search::known_token(resource_type, name) {
+                        return match found.as_slice() {
+                            [] => Ok(None),
+                            [one] => Ok(Some(one.resource.clone())),
+                            many => Err(StoreError::MultipleMatches(many.len())),
+                        };
+                    }
+                }
+            }
+        }
         let filters = search::parse_filters(resource_type, &params).map_err(StoreError::Invalid)?;
         let found: Vec<&Stored> = inner
             .by_type
@@ -215,11 +297,14 @@ impl FhirStore {
     /// conditional creates resolved against the store as it was, `urn:uuid` references
     /// rewritten to the assigned (or matched) ids. Nothing is written unless every entry is
     /// valid. Returns the transaction-response Bundle.
-    pub fn transaction(&self, bundle: &Value) -> Result<Value, StoreError> {
+    pub fn transaction(&self, mut bundle: Value) -> Result<Value, StoreError> {
         if bundle.get("type").and_then(Value::as_str) != Some("transaction") {
             return Err(StoreError::Invalid("the Bundle is not of type transaction".into()));
         }
-        let entries = bundle.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
+        let entries = match bundle.get_mut("entry").map(Value::take) {
+            Some(Value::Array(entries)) => entries,
+            _ => Vec::new(),
+        };
         let mut inner = self.write_lock();
         enum Step {
             Create(Value),
@@ -227,7 +312,7 @@ impl FhirStore {
         }
         let mut mapping: HashMap<String, String> = HashMap::new();
         let mut steps = Vec::with_capacity(entries.len());
-        for (i, entry) in entries.iter().enumerate() {
+        for (i, mut entry) in entries.into_iter().enumerate() {
             let invalid = |m: String| StoreError::Invalid(format!("Bundle.entry[{i}]: {m}"));
             let method = entry.pointer("/request/method").and_then(Value::as_str).unwrap_or("");
             if method != "POST" {
@@ -236,8 +321,8 @@ impl FhirStore {
                 )));
             }
             let mut resource = entry
-                .get("resource")
-                .cloned()
+                .get_mut("resource")
+                .map(Value::take)
                 .filter(Value::is_object)
                 .ok_or_else(|| invalid("no resource".into()))?;
             let resource_type = resource
@@ -290,20 +375,38 @@ impl FhirStore {
             }
         }
         let mut response = Vec::with_capacity(steps.len());
+        inner.now = Some(now_instant());
         for step in steps {
-            let (status, stored) = match step {
-                Step::Create(resource) => ("201 Created", Self::put_locked(&mut inner, resource)?),
-                Step::Existing(found) => ("200 OK", found),
+            let (status, stamp) = match step {
+                Step::Create(resource) => {
+                    ("201 Created", Self::store_locked(&mut inner, resource)?)
+                }
+                Step::Existing(found) => (
+                    "200 OK",
+                    Stamp {
+                        resource_type: found
+                            .get("resourceType")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned(),
+                        id: found.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
+                        version: found
+                            .pointer("/meta/versionId")
+                            .and_then(Value::as_str)
+                            .unwrap_or("1")
+                            .to_owned(),
+                        last_updated: found
+                            .pointer("/meta/lastUpdated")
+                            .cloned()
+                            .unwrap_or(Value::Null),
+                    },
+                ),
             };
-            let location = format!(
-                "{}/{}/_history/{}",
-                stored.get("resourceType").and_then(Value::as_str).unwrap_or(""),
-                stored.get("id").and_then(Value::as_str).unwrap_or(""),
-                stored.pointer("/meta/versionId").and_then(Value::as_str).unwrap_or("1"),
-            );
-            response.push(json!({"response": {"status": status, "location": location,
-                "lastModified": stored.pointer("/meta/lastUpdated").cloned().unwrap_or(Value::Null)}}));
+            let location =
+                format!("{}/{}/_history/{}", stamp.resource_type, stamp.id, stamp.version);
+            response.push(json!({"response": {"status": status, "location": location, "lastModified": stamp.last_updated}}));
         }
+        inner.now = None;
         Ok(json!({"resourceType": "Bundle", "type": "transaction-response", "entry": response}))
     }
 }
@@ -352,7 +455,7 @@ mod tests {
             json!({"fullUrl": "urn:uuid:b", "resource": {"resourceType": "Condition", "encounter": {"reference": "urn:uuid:a"}},
                    "request": {"method": "POST", "url": "Condition"}}),
         ]);
-        let response = store.transaction(&ok).unwrap();
+        let response = store.transaction(ok.clone()).unwrap();
         assert_eq!(response["entry"][0]["response"]["status"], "201 Created");
         let condition = &store.search("Condition", &[])[0];
         let encounter = &store.search("Encounter", &[])[0];
@@ -361,7 +464,7 @@ mod tests {
             format!("Encounter/{}", encounter["id"].as_str().unwrap())
         );
         // Again: the conditional entry matches, and the new reference points at the match.
-        let response = store.transaction(&ok).unwrap();
+        let response = store.transaction(ok).unwrap();
         assert_eq!(response["entry"][0]["response"]["status"], "200 OK");
         assert_eq!(store.counts()["Encounter"], 1);
         // A bad entry anywhere: nothing at all is written.
@@ -369,7 +472,7 @@ mod tests {
             json!({"fullUrl": "urn:uuid:c", "resource": {"resourceType": "Condition"}, "request": {"method": "POST", "url": "Condition"}}),
             json!({"resource": {"resourceType": "Condition", "encounter": {"reference": "urn:uuid:nowhere"}}, "request": {"method": "POST", "url": "Condition"}}),
         ]);
-        assert!(store.transaction(&bad).is_err());
+        assert!(store.transaction(bad).is_err());
         assert_eq!(store.counts()["Condition"], 2);
     }
 

@@ -21,24 +21,30 @@ use crate::state::{AppState, EhrRuntime, PayerRuntime};
 
 const CAPABILITY_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// What the EHR accepts (its CapabilityStatement, read once an hour).
+/// What the EHR accepts from this launch: its CapabilityStatement (read once an hour), narrowed
+/// to the types the launch's granted scopes allow creating.
 async fn capabilities(
     state: &AppState,
     ehr: &EhrRuntime,
     launch: &Arc<Mutex<Launch>>,
 ) -> Result<WriteCapabilities, ServiceError> {
-    let mut cached = ehr.write_capabilities.lock().await;
-    if let Some((at, caps)) = cached.as_ref() {
-        if at.elapsed() < CAPABILITY_TTL {
-            return Ok(caps.clone());
+    let cached = ehr.write_capabilities.lock().await.clone();
+    let mut caps = match cached {
+        Some((at, caps)) if at.elapsed() < CAPABILITY_TTL => caps,
+        _ => {
+            let statement = with_emr(state, launch, |client, token| async move {
+                client.capabilities(Some(token.expose())).await
+            })
+            .await?;
+            let caps = WriteCapabilities::from_capability_statement(&statement);
+            *ehr.write_capabilities.lock().await = Some((std::time::Instant::now(), caps.clone()));
+            caps
         }
-    }
-    let statement = with_emr(state, launch, |client, token| async move {
-        client.capabilities(Some(token.expose())).await
-    })
-    .await?;
-    let caps = WriteCapabilities::from_capability_statement(&statement);
-    *cached = Some((std::time::Instant::now(), caps.clone()));
+    };
+    let granted = smart::scopes::ScopeSet::parse(&launch.lock().await.tokens.scope);
+    caps.types.retain(|resource_type, _| {
+        !granted.grants(resource_type, smart::scopes::Permission::Create).is_empty()
+    });
     Ok(caps)
 }
 

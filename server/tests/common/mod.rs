@@ -3,7 +3,9 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::print_stdout)]
 
 pub mod browser;
+pub mod hfs;
 pub mod hostile;
+pub mod proxy;
 pub mod writeback;
 
 use std::path::PathBuf;

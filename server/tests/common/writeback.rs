@@ -14,6 +14,12 @@ pub trait FaultInjector {
     fn inject(&self, fault: Fault);
 }
 
+impl FaultInjector for super::proxy::Proxy {
+    fn inject(&self, fault: Fault) {
+        super::proxy::Proxy::inject(self, fault);
+    }
+}
+
 impl FaultInjector for sandbox::Ehr {
     fn inject(&self, fault: Fault) {
         self.inject_fault(fault);

@@ -1,0 +1,68 @@
+//! From launch to "Added to chart" in headless Chromium, then the sandbox EHR's own chart
+//! page showing what was added.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::browser::Browser;
+use common::TestServer;
+
+#[tokio::test]
+async fn launch_review_add_to_chart_and_see_it_in_the_ehr() {
+    TestServer::require_built_app();
+    let app = TestServer::start().await;
+    let browser = Browser::start().await;
+    browser.client.goto(&format!("{}/", app.sandbox().ehr_url())).await.unwrap();
+    browser.click("button[name=patient][value=pat-001]").await;
+    browser.wait("[data-testid=history-list] .history-row").await;
+    let selected: usize = browser
+        .text("[data-testid=selection-count]")
+        .await
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(selected > 0);
+
+    browser.click("[data-testid=add-to-chart]").await;
+    let confirm = browser.text("[data-testid=write-confirm]").await;
+    assert!(confirm.contains(&format!("{selected} selected item(s)")), "{confirm}");
+    assert!(confirm.contains("In one document"), "claims go into a document: {confirm}");
+    browser.click("[data-testid=write-confirm-button]").await;
+    let counts = browser.text("[data-testid=write-counts]").await;
+    assert!(counts.contains("added") && counts.contains("0 not added"), "{counts}");
+    let outcomes = browser
+        .client
+        .find_all(fantoccini::Locator::Css("[data-testid=write-outcomes] li"))
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), selected);
+    let added = browser
+        .eval("return document.querySelectorAll('[data-testid=write-outcomes] li[data-status=Created]').length;")
+        .await
+        .as_u64()
+        .unwrap();
+    assert!(added > 0);
+    // The list now shows them as in the chart, and nothing is selected.
+    let count = browser.text("[data-testid=selection-count]").await;
+    assert!(count.starts_with("0 of"), "{count}");
+
+    // The EHR's chart has them, each saying where it came from.
+    browser
+        .client
+        .goto(&format!("{}/chart?patient=pat-001", app.sandbox().ehr_url()))
+        .await
+        .unwrap();
+    let from_plan = browser
+        .eval(&format!(
+            "return Array.from(document.querySelectorAll('tr[data-record]')).filter(r => r.textContent.includes('{}')).length;",
+            app.sandbox().plan_fhir_base()
+        ))
+        .await
+        .as_u64()
+        .unwrap();
+    // Each added record, plus the one document.
+    assert_eq!(from_plan, added + 1);
+    browser.close().await;
+}
