@@ -49,26 +49,9 @@ async fn main() {
     })
     .await
     .unwrap();
-    let endpoint = sandbox.ehr.auth.token_endpoint();
     let http = reqwest::Client::new();
-    let token = {
-        let assertion = smart::client::client_assertion(&key, "bench", &endpoint).unwrap();
-        let body: Value = http
-            .post(&endpoint)
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("scope", "system/*.cruds"),
-                ("client_assertion_type", smart::client::JWT_BEARER_ASSERTION),
-                ("client_assertion", assertion.as_str()),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["access_token"].as_str().unwrap().to_owned()
-    };
+    let token =
+        sandbox.ehr.auth.backend_services_token(key, "bench", "system/*.cruds").await.unwrap();
     // The same work against the sandbox EHR's store, and against Helios when it is installed.
     let workspace = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let helios = match std::process::Command::new("hfs").arg("--version").output() {
@@ -157,13 +140,11 @@ async fn measure(
         (member, items)
     };
 
-    let mut one_transaction = Vec::new();
-    let mut one_by_one = Vec::new();
-    for round in 0..=rounds {
-        // One transaction (1,000 items, the plan's Organization, the Provenance).
-        let (member, items) = history(2 * round);
+    // The write-back of history `n` as the app builds it.
+    let write = |n: usize| {
+        let (member, items) = history(n);
         let refs: Vec<_> = items.iter().collect();
-        let transaction = build_transaction(
+        build_transaction(
             &refs,
             &[],
             DocumentFormat::BundleAndPdf,
@@ -171,7 +152,14 @@ async fn measure(
             &emr,
             &HashMap::new(),
             "2026-11-21T00:00:00Z",
-        );
+        )
+    };
+
+    let mut one_transaction = Vec::new();
+    let mut one_by_one = Vec::new();
+    for round in 0..=rounds {
+        // One transaction (1,000 items, the plan's Organization, the Provenance).
+        let transaction = write(2 * round);
         let started = Instant::now();
         let response = client.transaction(Some(token), &transaction.bundle).await.unwrap();
         let elapsed = started.elapsed();
@@ -181,17 +169,7 @@ async fn measure(
         assert_eq!(response.entry.len(), RESOURCES + 2);
 
         // The same kind of work, one POST per resource, then the Provenance pointing at them.
-        let (member, items) = history(2 * round + 1);
-        let refs: Vec<_> = items.iter().collect();
-        let transaction = build_transaction(
-            &refs,
-            &[],
-            DocumentFormat::BundleAndPdf,
-            &plan(&member),
-            &emr,
-            &HashMap::new(),
-            "2026-11-21T00:00:00Z",
-        );
+        let transaction = write(2 * round + 1);
         let started = Instant::now();
         let mut created = HashMap::new();
         let (provenance, rest) = transaction.bundle.entry.split_last().unwrap();

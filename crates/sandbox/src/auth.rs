@@ -305,6 +305,30 @@ impl AuthServer {
         format!("{}/token", self.issuer)
     }
 
+    /// A SMART Backend Services token (`client_credentials` with `private_key_jwt`) asked of
+    /// this server over HTTP, as a registered client would: for tests, benchmarks and audits
+    /// that read or write the EHR without a user.
+    pub async fn backend_services_token(
+        &self,
+        key: std::sync::Arc<jose::SigningKey>,
+        client_id: &str,
+        scope: &str,
+    ) -> Result<String, smart::client::SmartError> {
+        let unusable = |reason: String| smart::client::SmartError::Discovery { reason };
+        let config: smart::discovery::SmartConfiguration =
+            serde_json::from_value(self.smart_configuration())
+                .map_err(|e| unusable(e.to_string()))?;
+        let client = smart::client::SmartClient::new(
+            client_id.to_owned(),
+            // Never used: client_credentials has no redirect.
+            url::Url::parse("urn:backend-services").map_err(|e| unusable(e.to_string()))?,
+            smart::client::ClientAuth::PrivateKeyJwt { key },
+            fhir::http::client(&fhir::http::HttpLimits::default()),
+        );
+        let token = client.client_credentials(&config, scope).await?;
+        Ok(token.access_token.expose().to_owned())
+    }
+
     /// A verifier for the access tokens this server issues.
     pub fn verifier(&self) -> TokenVerifier {
         TokenVerifier {

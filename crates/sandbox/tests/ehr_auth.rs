@@ -402,24 +402,10 @@ async fn the_fhir_api_enforces_token_and_patient_scope() {
 #[tokio::test]
 async fn searches_page_through_next_links() {
     let (f, _) = fixture().await;
-    let endpoint = f.sandbox.ehr.auth.token_endpoint();
-    let assertion = smart::client::client_assertion(&f.key, "asym", &endpoint).unwrap();
-    let body: serde_json::Value = f
-        .http
-        .post(&endpoint)
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", "system/*.rs"),
-            ("client_assertion_type", smart::client::JWT_BEARER_ASSERTION),
-            ("client_assertion", assertion.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = body["access_token"].as_str().unwrap();
+    let config = f.config().await;
+    let client = f.client("asym", ClientAuth::PrivateKeyJwt { key: f.key.clone() });
+    let token = client.client_credentials(&config, "system/*.rs").await.unwrap().access_token;
+    let token = token.expose();
     let fhir = fhir::FhirClient::new(
         f.http.clone(),
         f.sandbox.ehr_fhir_base().clone(),

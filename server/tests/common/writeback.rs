@@ -35,30 +35,17 @@ pub struct EmrReader {
 impl EmrReader {
     /// A client-credentials token from the sandbox authorization server, for the app's own client.
     pub async fn new(driver: &Driver) -> Self {
-        let auth = &driver.sandbox().ehr.auth;
-        let endpoint = auth.token_endpoint();
-        let assertion = smart::client::client_assertion(
-            &driver.prepared.state.signing_key,
-            "member-history",
-            &endpoint,
-        )
-        .unwrap();
-        let body: Value = reqwest::Client::new()
-            .post(&endpoint)
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("scope", "system/*.cruds"),
-                ("client_assertion_type", smart::client::JWT_BEARER_ASSERTION),
-                ("client_assertion", assertion.as_str()),
-            ])
-            .send()
+        let token = driver
+            .sandbox()
+            .ehr
+            .auth
+            .backend_services_token(
+                driver.prepared.state.signing_key.clone(),
+                "member-history",
+                "system/*.cruds",
+            )
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token =
-            body["access_token"].as_str().unwrap_or_else(|| panic!("no token: {body}")).to_owned();
+            .unwrap_or_else(|e| panic!("no system token: {e}"));
         let base = url::Url::parse(&driver.sandbox().ehr.fhir_base()).unwrap();
         EmrReader {
             client: fhir::FhirClient::new(
