@@ -45,14 +45,17 @@ impl SecurityHeaders {
 }
 
 /// Adds CSP, `nosniff`, `no-referrer` (launch and callback URLs carry codes and state),
-/// HSTS on https, and `no-store` on anything that is not a static asset.
+/// HSTS on https, `no-store` on anything that is not a static asset, and long-lived caching
+/// for fingerprinted assets.
 pub async fn headers(
     State(config): State<Arc<SecurityHeaders>>,
     request: Request,
     next: Next,
 ) -> Response {
     let dynamic = is_dynamic(request.uri().path());
+    let fingerprinted = crate::frontend::is_fingerprinted(request.uri().path());
     let mut response = next.run(request).await;
+    let immutable = fingerprinted && response.status().is_success();
     let h = response.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, config.csp.clone());
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -66,6 +69,11 @@ pub async fn headers(
     }
     if dynamic {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    } else if immutable {
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=31536000, immutable"),
+        );
     } else if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }

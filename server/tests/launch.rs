@@ -272,3 +272,35 @@ async fn jwks_and_health_are_served() {
     assert!(set["keys"][0].get("d").is_none());
     assert_eq!(driver.get(&format!("{APP}/healthz")).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_app_is_served_gzipped_and_fingerprinted_files_cached_for_good() {
+    use axum::http::{header, Request};
+    use tower::ServiceExt;
+
+    let dist = tempfile::tempdir().unwrap();
+    std::fs::write(dist.path().join("index.html"), "<!DOCTYPE html><title>app</title>").unwrap();
+    let wasm = vec![0u8; 64 * 1024];
+    std::fs::write(dist.path().join("app-0123456789abcdef_bg.wasm"), &wasm).unwrap();
+    let dir = dist.path().to_owned();
+    let driver = Driver::with(3600, |cli| cli.dist_dir = dir, |_| {}).await;
+    let get = |path: &str| {
+        Request::get(path)
+            .header(header::ACCEPT_ENCODING, "gzip")
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+
+    let answer = driver.router.clone().oneshot(get("/app-0123456789abcdef_bg.wasm")).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.headers()[header::CONTENT_ENCODING], "gzip");
+    assert_eq!(answer.headers()[header::CONTENT_TYPE], "application/wasm");
+    assert_eq!(answer.headers()[header::CACHE_CONTROL], "public, max-age=31536000, immutable");
+    let body = axum::body::to_bytes(answer.into_body(), usize::MAX).await.unwrap();
+    assert!(body.len() < wasm.len() / 10, "gzipped to {} bytes", body.len());
+
+    // The page itself (and deep links to it) is revalidated every time.
+    let answer = driver.router.clone().oneshot(get("/review/some-launch")).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.headers()[header::CACHE_CONTROL], "no-cache");
+}
