@@ -76,6 +76,21 @@ struct Stamp {
     last_updated: Value,
 }
 
+impl Stamp {
+    /// The stamp of a resource already in the store.
+    fn of(stored: &Value) -> Self {
+        let text = |pointer: &str, default: &str| {
+            stored.pointer(pointer).and_then(Value::as_str).unwrap_or(default).to_owned()
+        };
+        Stamp {
+            resource_type: text("/resourceType", ""),
+            id: text("/id", ""),
+            version: text("/meta/versionId", "1"),
+            last_updated: stored.pointer("/meta/lastUpdated").cloned().unwrap_or(Value::Null),
+        }
+    }
+}
+
 /// The outcome of a create.
 #[derive(Debug, Clone)]
 pub enum Created {
@@ -374,39 +389,26 @@ impl FhirStore {
                 })?;
             }
         }
-        let mut response = Vec::with_capacity(steps.len());
+        // Every entry was checked above, so storing cannot fail half way; one timestamp for all.
         inner.now = Some(now_instant());
-        for step in steps {
-            let (status, stamp) = match step {
+        let stamps: Result<Vec<_>, StoreError> = steps
+            .into_iter()
+            .map(|step| match step {
                 Step::Create(resource) => {
-                    ("201 Created", Self::store_locked(&mut inner, resource)?)
+                    Self::store_locked(&mut inner, resource).map(|s| ("201 Created", s))
                 }
-                Step::Existing(found) => (
-                    "200 OK",
-                    Stamp {
-                        resource_type: found
-                            .get("resourceType")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_owned(),
-                        id: found.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
-                        version: found
-                            .pointer("/meta/versionId")
-                            .and_then(Value::as_str)
-                            .unwrap_or("1")
-                            .to_owned(),
-                        last_updated: found
-                            .pointer("/meta/lastUpdated")
-                            .cloned()
-                            .unwrap_or(Value::Null),
-                    },
-                ),
-            };
-            let location =
-                format!("{}/{}/_history/{}", stamp.resource_type, stamp.id, stamp.version);
-            response.push(json!({"response": {"status": status, "location": location, "lastModified": stamp.last_updated}}));
-        }
+                Step::Existing(found) => Ok(("200 OK", Stamp::of(&found))),
+            })
+            .collect();
         inner.now = None;
+        let response: Vec<Value> = stamps?
+            .into_iter()
+            .map(|(status, stamp)| {
+                let location =
+                    format!("{}/{}/_history/{}", stamp.resource_type, stamp.id, stamp.version);
+                json!({"response": {"status": status, "location": location, "lastModified": stamp.last_updated}})
+            })
+            .collect();
         Ok(json!({"resourceType": "Bundle", "type": "transaction-response", "entry": response}))
     }
 }
