@@ -8,17 +8,6 @@ use axum::http::StatusCode;
 use common::Driver;
 use serde_json::Value;
 
-/// Launches `patient`, asks the plan, loads the history.
-async fn history(driver: &mut Driver, patient: &str) -> (String, Value) {
-    let launch = driver.launch(patient).await;
-    let (status, answer) = driver.server_fn("request_plan_history", &[("launch", &launch)]).await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    let (status, view) =
-        driver.server_fn("history", &[("launch", &launch), ("refresh", "false")]).await;
-    assert_eq!(status, StatusCode::OK, "{view}");
-    (launch, view)
-}
-
 fn item(view: &Value, pred: impl Fn(&Value) -> bool) -> &Value {
     view["items"].as_array().unwrap().iter().find(|i| pred(i)).unwrap()
 }
@@ -26,7 +15,7 @@ fn item(view: &Value, pred: impl Fn(&Value) -> bool) -> &Value {
 #[tokio::test]
 async fn the_history_has_every_item_with_duplicates_and_sensitive_ones_unselected() {
     let mut driver = Driver::new(3600).await;
-    let (_, view) = history(&mut driver, "pat-001").await;
+    let (_, view) = driver.plan_history("pat-001").await;
     let items = view["items"].as_array().unwrap();
     // Every clinical resource the plan holds for the member is an item.
     let plan = &driver.sandbox().plan;
@@ -70,7 +59,7 @@ async fn the_history_has_every_item_with_duplicates_and_sensitive_ones_unselecte
 #[tokio::test]
 async fn the_selection_is_kept_server_side() {
     let mut driver = Driver::new(3600).await;
-    let (launch, view) = history(&mut driver, "pat-002").await;
+    let (launch, view) = driver.plan_history("pat-002").await;
     let keys: Vec<String> = view["selected"]
         .as_array()
         .unwrap()
@@ -105,7 +94,7 @@ async fn the_selection_is_kept_server_side() {
 #[tokio::test]
 async fn an_item_in_full_with_its_raw_resource() {
     let mut driver = Driver::new(3600).await;
-    let (launch, view) = history(&mut driver, "pat-001").await;
+    let (launch, view) = driver.plan_history("pat-001").await;
     let key = view["items"][0]["key"].as_str().unwrap().to_owned();
     let (status, detail) =
         driver.server_fn("history_item", &[("launch", &launch), ("key", &key)]).await;
@@ -128,7 +117,7 @@ async fn an_item_in_full_with_its_raw_resource() {
 #[tokio::test]
 async fn the_history_is_read_with_the_stu1_token_too() {
     let mut driver = Driver::with(3600, |cli| cli.sandbox_plan_style = "stu1".into(), |_| {}).await;
-    let (_, view) = history(&mut driver, "pat-003").await;
+    let (_, view) = driver.plan_history("pat-003").await;
     assert!(view["items"].as_array().unwrap().len() > 100);
 }
 

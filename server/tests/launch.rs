@@ -9,19 +9,6 @@ use std::sync::atomic::Ordering;
 use axum::http::StatusCode;
 use common::{launch_error_code, Driver, APP};
 
-/// Walks an EHR launch to the review page and returns the launch id.
-async fn launch(driver: &mut Driver, patient: &str) -> String {
-    let url = driver.ehr_launch(patient);
-    let hops = driver.follow(&url).await;
-    let (last_url, last) = hops.last().unwrap();
-    assert!(
-        last_url.starts_with(&format!("{APP}/review/")),
-        "ended at {last_url}: {:?}",
-        last.status
-    );
-    last_url.rsplit('/').next().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn ehr_launch_ends_at_the_app_with_patient_and_user_in_session() {
     let mut driver = Driver::new(3600).await;
@@ -78,7 +65,7 @@ async fn the_session_cookie_is_http_only_and_lax() {
 #[tokio::test]
 async fn a_launch_is_visible_only_to_the_session_that_made_it() {
     let mut driver = Driver::new(3600).await;
-    let id = launch(&mut driver, "pat-002").await;
+    let id = driver.launch("pat-002").await;
     driver.clear_cookies();
     let (status, body) = driver.server_fn("review_context", &[("launch", &id)]).await;
     assert_ne!(status, StatusCode::OK);
@@ -90,8 +77,8 @@ async fn a_launch_is_visible_only_to_the_session_that_made_it() {
 #[tokio::test]
 async fn two_launches_in_one_browser_keep_their_own_patients() {
     let mut driver = Driver::new(3600).await;
-    let first = launch(&mut driver, "pat-001").await;
-    let second = launch(&mut driver, "pat-003").await;
+    let first = driver.launch("pat-001").await;
+    let second = driver.launch("pat-003").await;
     let (_, a) = driver.server_fn("review_context", &[("launch", &first)]).await;
     let (_, b) = driver.server_fn("review_context", &[("launch", &second)]).await;
     assert_eq!(a["patient"]["name"], driver.sandbox().ehr.people[0].display_name());
@@ -226,7 +213,7 @@ async fn consent_denied_in_the_standalone_picker_shows_the_error_page() {
 async fn an_expired_access_token_is_refreshed_without_the_user_noticing() {
     // Access tokens live 2 s; the EHR's FHIR API allows no clock leeway.
     let mut driver = Driver::new(2).await;
-    let id = launch(&mut driver, "pat-001").await;
+    let id = driver.launch("pat-001").await;
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     let refreshes = driver.sandbox().ehr.auth.stats.refreshes.load(Ordering::SeqCst);
     let (status, ctx) = driver.server_fn("review_context", &[("launch", &id)]).await;
@@ -238,7 +225,7 @@ async fn an_expired_access_token_is_refreshed_without_the_user_noticing() {
 #[tokio::test]
 async fn a_revoked_access_token_is_refreshed_and_the_call_retried() {
     let mut driver = Driver::new(3600).await;
-    let id = launch(&mut driver, "pat-001").await;
+    let id = driver.launch("pat-001").await;
     // The EHR stops honouring every token issued so far, long before they expire.
     driver.sandbox().ehr.revoke_issued_access_tokens();
     let refreshes = driver.sandbox().ehr.auth.stats.refreshes.load(Ordering::SeqCst);

@@ -40,6 +40,24 @@ fn pick<'a>(items: &'a [HistoryItem], keys: &[&str]) -> Vec<&'a HistoryItem> {
     keys.iter().map(|k| items.iter().find(|i| i.key == *k).unwrap()).collect()
 }
 
+/// The transaction for the fixture plan and EMR, at a fixed time.
+fn write(
+    items: &[HistoryItem],
+    direct: &[&HistoryItem],
+    document: &[&HistoryItem],
+    format: DocumentFormat,
+) -> pdex::writeback::Transaction {
+    build_transaction(
+        direct,
+        document,
+        format,
+        &plan(),
+        &emr(),
+        &names(items),
+        "2026-11-21T10:00:00Z",
+    )
+}
+
 fn names(items: &[HistoryItem]) -> HashMap<String, String> {
     let mut names: HashMap<String, String> =
         items.iter().map(|i| (i.key.clone(), i.display.clone())).collect();
@@ -65,15 +83,7 @@ fn items_are_rewritten_for_the_emr() {
             "Procedure/proc-period",
         ],
     );
-    let tx = build_transaction(
-        &direct,
-        &[],
-        DocumentFormat::BundleAndPdf,
-        &plan(),
-        &emr(),
-        &names(&items),
-        "2026-11-21T10:00:00Z",
-    );
+    let tx = write(&items, &direct, &[], DocumentFormat::BundleAndPdf);
     assert_eq!(tx.bundle.bundle_type, "transaction");
     let encounter = entry(&tx, &EntryRole::Item("Encounter/enc-1".into()));
     let encounter_url = encounter.full_url.clone().unwrap();
@@ -114,15 +124,7 @@ fn items_are_rewritten_for_the_emr() {
 fn a_reference_to_an_unselected_item_keeps_its_name() {
     let items = items();
     let direct = pick(&items, &["Condition/cond-text-only"]);
-    let tx = build_transaction(
-        &direct,
-        &[],
-        DocumentFormat::BundleAndPdf,
-        &plan(),
-        &emr(),
-        &names(&items),
-        "2026-11-21T10:00:00Z",
-    );
+    let tx = write(&items, &direct, &[], DocumentFormat::BundleAndPdf);
     let condition = tx.bundle.entry[0].resource.as_ref().unwrap();
     assert_eq!(condition["encounter"], json!({"display": "Office or other outpatient visit"}));
 }
@@ -156,15 +158,7 @@ fn one_provenance_names_the_plan_as_transmitter_and_source() {
     let items = items();
     let direct = pick(&items, &["Encounter/enc-1", "Immunization/imm-1"]);
     let document = pick(&items, &["ExplanationOfBenefit/eob-1"]);
-    let tx = build_transaction(
-        &direct,
-        &document,
-        DocumentFormat::BundleAndPdf,
-        &plan(),
-        &emr(),
-        &names(&items),
-        "2026-11-21T10:00:00Z",
-    );
+    let tx = write(&items, &direct, &document, DocumentFormat::BundleAndPdf);
     assert_eq!(tx.roles.iter().filter(|r| **r == EntryRole::Provenance).count(), 1);
     let provenance = entry(&tx, &EntryRole::Provenance).resource.as_ref().unwrap();
     let targets: Vec<&str> = provenance["target"]
@@ -225,15 +219,7 @@ fn the_document_fallback_chain() {
     let items = items();
     let document = pick(&items, &["ExplanationOfBenefit/eob-1", "Claim/claim-nested"]);
     let content_types = |format| {
-        let tx = build_transaction(
-            &[],
-            &document,
-            format,
-            &plan(),
-            &emr(),
-            &names(&items),
-            "2026-11-21T10:00:00Z",
-        );
+        let tx = write(&items, &[], &document, format);
         let doc = entry(
             &tx,
             &EntryRole::Document(vec![
@@ -267,15 +253,7 @@ fn the_document_fallback_chain() {
         ]
     );
     // The FHIR Bundle inside holds the rewritten resources.
-    let tx = build_transaction(
-        &[],
-        &document,
-        DocumentFormat::BundleAndPdf,
-        &plan(),
-        &emr(),
-        &names(&items),
-        "t",
-    );
+    let tx = write(&items, &[], &document, DocumentFormat::BundleAndPdf);
     let doc = tx.bundle.entry[0].resource.as_ref().unwrap();
     let data = base64::engine::general_purpose::STANDARD
         .decode(doc["content"][0]["attachment"]["data"].as_str().unwrap())
@@ -315,15 +293,7 @@ fn the_capability_statement_decides_what_is_written() {
 fn transaction_responses_are_read_per_entry() {
     let items = items();
     let direct = pick(&items, &["Condition/cond-no-date", "Immunization/imm-1"]);
-    let tx = build_transaction(
-        &direct,
-        &[],
-        DocumentFormat::BundleAndPdf,
-        &plan(),
-        &emr(),
-        &names(&items),
-        "t",
-    );
+    let tx = write(&items, &direct, &[], DocumentFormat::BundleAndPdf);
     let response: fhir::Bundle = serde_json::from_value(json!({"resourceType": "Bundle", "type": "transaction-response", "entry": [
         {"response": {"status": "201 Created", "location": "Condition/9/_history/1"}},
         {"response": {"status": "200 OK", "location": "Immunization/4/_history/2"}},

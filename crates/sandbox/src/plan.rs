@@ -427,13 +427,25 @@ fn refused(message: String) -> Response {
     (StatusCode::UNAUTHORIZED, Json(json!({"error": message}))).into_response()
 }
 
-async fn discovery(State(plan): State<Arc<Plan>>, uri: Uri, headers: HeaderMap) -> Response {
+/// Every CDS request: its JWT checked against the request URL, and the request (with its
+/// JSON body, when it has one) recorded for the tests. A refusal is the answer to send.
+async fn receive(
+    plan: &Plan,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<Value>, Response> {
     let audience = format!("{}{}", plan.base_url, uri.path());
-    let (result, seen) = plan.trust.verify(&headers, &audience).await;
-    plan.record(uri.path(), seen, None);
-    match result {
-        Ok(()) => Json(plan.discovery()).into_response(),
-        Err(e) => refused(e),
+    let (result, seen) = plan.trust.verify(headers, &audience).await;
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    plan.record(uri.path(), seen, parsed.clone());
+    result.map(|()| parsed).map_err(refused)
+}
+
+async fn discovery(State(plan): State<Arc<Plan>>, uri: Uri, headers: HeaderMap) -> Response {
+    match receive(&plan, &uri, &headers, b"").await {
+        Ok(_) => Json(plan.discovery()).into_response(),
+        Err(refusal) => refusal,
     }
 }
 
@@ -449,13 +461,10 @@ async fn hook(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let audience = format!("{}{}", plan.base_url, uri.path());
-    let (result, seen) = plan.trust.verify(&headers, &audience).await;
-    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-    plan.record(uri.path(), seen, parsed.clone());
-    if let Err(e) = result {
-        return refused(e);
-    }
+    let parsed = match receive(&plan, &uri, &headers, &body).await {
+        Ok(parsed) => parsed,
+        Err(refusal) => return refusal,
+    };
     if id != SERVICE_ID {
         return (StatusCode::NOT_FOUND, Json(Problem { error: "no such service" })).into_response();
     }
@@ -484,13 +493,10 @@ async fn feedback(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let audience = format!("{}{}", plan.base_url, uri.path());
-    let (result, seen) = plan.trust.verify(&headers, &audience).await;
-    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-    plan.record(uri.path(), seen, parsed.clone());
-    if let Err(e) = result {
-        return refused(e);
-    }
+    let parsed = match receive(&plan, &uri, &headers, &body).await {
+        Ok(parsed) => parsed,
+        Err(refusal) => return refusal,
+    };
     match parsed.as_ref().and_then(|b| b.get("feedback")).and_then(Value::as_array) {
         Some(_) => Json(json!({})).into_response(),
         None => {

@@ -140,6 +140,18 @@ impl Driver {
         hops
     }
 
+    /// Launches `patient`, asks the plan, and loads the history view; returns the launch id
+    /// and the view.
+    pub async fn plan_history(&mut self, patient: &str) -> (String, serde_json::Value) {
+        let launch = self.launch(patient).await;
+        let (status, answer) = self.server_fn("request_plan_history", &[("launch", &launch)]).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let (status, view) =
+            self.server_fn("history", &[("launch", &launch), ("refresh", "false")]).await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        (launch, view)
+    }
+
     /// Calls a server function (form-encoded arguments, JSON answer).
     pub async fn server_fn(
         &mut self,

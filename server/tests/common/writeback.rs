@@ -78,6 +78,21 @@ impl EmrReader {
     }
 }
 
+/// How many clinical resources (not the plan's Organization, the document or the
+/// Provenance) were added between two counts.
+fn clinical_growth(before: &HashMap<String, usize>, after: &HashMap<String, usize>) -> usize {
+    const CLINICAL: [&str; 7] = [
+        "Encounter",
+        "Condition",
+        "Procedure",
+        "Observation",
+        "MedicationDispense",
+        "Immunization",
+        "AllergyIntolerance",
+    ];
+    CLINICAL.iter().map(|t| after[*t] - before[*t]).sum()
+}
+
 pub const WRITTEN_TYPES: &[&str] = &[
     "Encounter",
     "Condition",
@@ -93,12 +108,7 @@ pub const WRITTEN_TYPES: &[&str] = &[
 
 /// Launches `patient`, asks the plan, loads the history; returns the launch id and the rows.
 pub async fn review(driver: &mut Driver, patient: &str) -> (String, Vec<Value>) {
-    let launch = driver.launch(patient).await;
-    let (status, answer) = driver.server_fn("request_plan_history", &[("launch", &launch)]).await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    let (status, view) =
-        driver.server_fn("history", &[("launch", &launch), ("refresh", "false")]).await;
-    assert_eq!(status, StatusCode::OK, "{view}");
+    let (launch, view) = driver.plan_history(patient).await;
     (launch, view["items"].as_array().unwrap().clone())
 }
 
@@ -203,18 +213,7 @@ pub async fn write_read_back_and_rewrite(driver: &mut Driver, emr: &EmrReader) {
     let after = emr.counts(WRITTEN_TYPES).await;
     assert_eq!(after["Provenance"], before["Provenance"] + 1);
     assert_eq!(after["DocumentReference"], before["DocumentReference"] + 1);
-    let grew: usize = [
-        "Encounter",
-        "Condition",
-        "Procedure",
-        "Observation",
-        "MedicationDispense",
-        "Immunization",
-        "AllergyIntolerance",
-    ]
-    .iter()
-    .map(|t| after[*t] - before[*t])
-    .sum();
+    let grew = clinical_growth(&before, &after);
     assert_eq!(grew, 45);
 
     // The same selection again: everything is found, nothing is added.
@@ -265,18 +264,7 @@ pub async fn failure_then_retry(
     assert_eq!(status, StatusCode::OK, "{result}");
     let after = emr.counts(WRITTEN_TYPES).await;
     assert_eq!(after["Provenance"], before["Provenance"] + 1);
-    let grew: usize = [
-        "Encounter",
-        "Condition",
-        "Procedure",
-        "Observation",
-        "MedicationDispense",
-        "Immunization",
-        "AllergyIntolerance",
-    ]
-    .iter()
-    .map(|t| after[*t] - before[*t])
-    .sum();
+    let grew = clinical_growth(&before, &after);
     assert_eq!(grew, 10);
     let expected = if commits { "AlreadyPresent" } else { "Created" };
     assert!(
