@@ -235,6 +235,12 @@ pub async fn start_with(
     let sessions = PrunedMemoryStore::default();
     crate::register_server_fns();
     let router = crate::router(prepared.state.clone(), frontend, sessions.clone());
+    // Answers go out as written, not held back by Nagle's algorithm waiting for an ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let task = tokio::spawn(async move {
         if let Err(e) =
             axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await

@@ -227,6 +227,8 @@ pub fn router(api: FhirApi) -> Router {
         .route("/{resource_type}", get(search_type).post(create))
         .route("/{resource_type}/{id}", get(read))
         .route("/Patient/{id}/$everything", get(everything))
+        // axum's default of 2 MB would refuse a write-back of more than about 1,500 items.
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
         .with_state(api)
 }
 

@@ -270,6 +270,13 @@ async fn bind(host: IpAddr, port: u16) -> Result<TcpListener, SandboxError> {
 }
 
 fn serve(listener: TcpListener, router: axum::Router) -> JoinHandle<()> {
+    use axum::serve::ListenerExt;
+    // Answers go out as written, not held back by Nagle's algorithm waiting for an ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "sandbox server stopped");

@@ -25,25 +25,26 @@ struct Inner {
     now: Option<String>,
 }
 
+/// The index key of one token (`type|param|system|value`).
+fn token_key(resource_type: &str, param: &str, system: &str, value: &str) -> String {
+    [resource_type, param, system, value].join("|")
+}
+
 /// The index keys of a resource's identifiers and tags.
 fn token_keys(resource_type: &str, resource: &Value) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut add = |param: &str, system: Option<&str>, value: Option<&str>| {
-        if let (Some(system), Some(value)) = (system, value) {
-            keys.push(format!("{resource_type}|{param}|{system}|{value}"));
-        }
-    };
-    for i in resource.get("identifier").and_then(Value::as_array).into_iter().flatten() {
-        add(
-            "identifier",
-            i.get("system").and_then(Value::as_str),
-            i.get("value").and_then(Value::as_str),
-        );
+    fn text<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
+        v.get(field).and_then(Value::as_str)
     }
-    for t in resource.pointer("/meta/tag").and_then(Value::as_array).into_iter().flatten() {
-        add("_tag", t.get("system").and_then(Value::as_str), t.get("code").and_then(Value::as_str));
-    }
-    keys
+    let identifiers = resource.get("identifier").and_then(Value::as_array).into_iter().flatten();
+    let tags = resource.get("meta").and_then(|m| m.get("tag")).and_then(Value::as_array);
+    identifiers
+        .filter_map(|i| {
+            Some(token_key(resource_type, "identifier", text(i, "system")?, text(i, "value")?))
+        })
+        .chain(tags.into_iter().flatten().filter_map(|t| {
+            Some(token_key(resource_type, "_tag", text(t, "system")?, text(t, "code")?))
+        }))
+        .collect()
 }
 
 /// Errors of store operations, each with the HTTP status a FHIR server answers.
@@ -79,14 +80,15 @@ struct Stamp {
 impl Stamp {
     /// The stamp of a resource already in the store.
     fn of(stored: &Value) -> Self {
-        let text = |pointer: &str, default: &str| {
-            stored.pointer(pointer).and_then(Value::as_str).unwrap_or(default).to_owned()
+        let meta = stored.get("meta");
+        let text = |v: Option<&Value>, field: &str, default: &str| {
+            v.and_then(|v| v.get(field)).and_then(Value::as_str).unwrap_or(default).to_owned()
         };
         Stamp {
-            resource_type: text("/resourceType", ""),
-            id: text("/id", ""),
-            version: text("/meta/versionId", "1"),
-            last_updated: stored.pointer("/meta/lastUpdated").cloned().unwrap_or(Value::Null),
+            resource_type: text(Some(stored), "resourceType", ""),
+            id: text(Some(stored), "id", ""),
+            version: text(meta, "versionId", "1"),
+            last_updated: meta.and_then(|m| m.get("lastUpdated")).cloned().unwrap_or(Value::Null),
         }
     }
 }
@@ -163,15 +165,18 @@ impl FhirStore {
             }
         };
         inner.version += 1;
+        let version = inner.version.to_string();
+        let last_updated = Value::String(inner.now.clone().unwrap_or_else(now_instant));
         let meta = resource
             .as_object_mut()
             .ok_or_else(|| StoreError::Invalid("the resource is not a JSON object".into()))?
             .entry("meta")
             .or_insert_with(|| json!({}));
-        if let Some(meta) = meta.as_object_mut() {
-            meta.insert("versionId".into(), json!(inner.version.to_string()));
-            meta.insert("lastUpdated".into(), json!(inner.now.clone().unwrap_or_else(now_instant)));
-        }
+        let meta = meta.as_object_mut().ok_or_else(|| {
+            StoreError::Invalid("the resource's meta is not a JSON object".into())
+        })?;
+        meta.insert("versionId".into(), Value::String(version.clone()));
+        meta.insert("lastUpdated".into(), last_updated.clone());
         let previous = inner
             .by_type
             .get(&resource_type)
@@ -185,13 +190,15 @@ impl FhirStore {
         for key in token_keys(&resource_type, &resource) {
             inner.tokens.entry(key).or_default().push(id.clone());
         }
-        let version = inner.version.to_string();
-        let last_updated = resource.pointer("/meta/lastUpdated").cloned().unwrap_or(Value::Null);
-        inner
-            .by_type
-            .entry(resource_type.clone())
-            .or_default()
-            .insert(id.clone(), Stored { resource });
+        let stored = Stored { resource };
+        match inner.by_type.get_mut(&resource_type) {
+            Some(resources) => {
+                resources.insert(id.clone(), stored);
+            }
+            None => {
+                inner.by_type.insert(resource_type.clone(), BTreeMap::from([(id.clone(), stored)]));
+            }
+        }
         Ok(Stamp { resource_type, id, version, last_updated })
     }
 
@@ -241,11 +248,11 @@ impl FhirStore {
     }
 
     /// The one resource matching a conditional-create query, if any (several is an error).
-    fn find_existing(
-        inner: &Inner,
+    fn find_existing<'a>(
+        inner: &'a Inner,
         resource_type: &str,
         query: &str,
-    ) -> Result<Option<Value>, StoreError> {
+    ) -> Result<Option<&'a Value>, StoreError> {
         let params: Vec<(String, String)> =
             url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
         // One `identifier` or `_tag` token with a system: answered from the index.
@@ -253,7 +260,7 @@ impl FhirStore {
             let indexed = (name == "identifier" || name == "_tag") && !value.contains(',');
             if let (true, Some((system, code))) = (indexed, value.split_once('|')) {
                 if !system.is_empty() && !code.is_empty() {
-                    let ids = inner.tokens.get(&format!("{resource_type}|{name}|{system}|{code}"));
+                    let ids = inner.tokens.get(&token_key(resource_type, name, system, code));
                     let found: Vec<&Stored> = ids
                         .into_iter()
                         .flatten()
@@ -262,7 +269,7 @@ impl FhirStore {
                     if search::known_token(resource_type, name) {
                         return match found.as_slice() {
                             [] => Ok(None),
-                            [one] => Ok(Some(one.resource.clone())),
+                            [one] => Ok(Some(&one.resource)),
                             many => Err(StoreError::MultipleMatches(many.len())),
                         };
                     }
@@ -277,7 +284,7 @@ impl FhirStore {
             .unwrap_or_default();
         match found.len() {
             0 => Ok(None),
-            1 => Ok(Some(found[0].resource.clone())),
+            1 => Ok(Some(&found[0].resource)),
             n => Err(StoreError::MultipleMatches(n)),
         }
     }
@@ -299,7 +306,7 @@ impl FhirStore {
         let mut inner = self.write_lock();
         if let Some(query) = if_none_exist {
             if let Some(existing) = Self::find_existing(&inner, &resource_type, query)? {
-                return Ok(Created::Existing(existing));
+                return Ok(Created::Existing(existing.clone()));
             }
         }
         if let Some(obj) = resource.as_object_mut() {
@@ -323,61 +330,65 @@ impl FhirStore {
         let mut inner = self.write_lock();
         enum Step {
             Create(Value),
-            Existing(Value),
+            Existing(Stamp),
         }
         let mut mapping: HashMap<String, String> = HashMap::new();
         let mut steps = Vec::with_capacity(entries.len());
-        for (i, mut entry) in entries.into_iter().enumerate() {
+        for (i, entry) in entries.into_iter().enumerate() {
             let invalid = |m: String| StoreError::Invalid(format!("Bundle.entry[{i}]: {m}"));
-            let method = entry.pointer("/request/method").and_then(Value::as_str).unwrap_or("");
+            let Value::Object(mut entry) = entry else {
+                return Err(invalid("the entry is not a JSON object".into()));
+            };
+            let (resource, full_url) = (entry.remove("resource"), entry.remove("fullUrl"));
+            let request = entry.get("request");
+            let request_text =
+                |field: &str| request.and_then(|r| r.get(field)).and_then(Value::as_str);
+            let method = request_text("method").unwrap_or("");
             if method != "POST" {
                 return Err(invalid(format!(
                     "only POST (create) entries are supported, not `{method}`"
                 )));
             }
-            let mut resource = entry
-                .get_mut("resource")
-                .map(Value::take)
-                .filter(Value::is_object)
-                .ok_or_else(|| invalid("no resource".into()))?;
+            let mut resource =
+                resource.filter(Value::is_object).ok_or_else(|| invalid("no resource".into()))?;
             let resource_type = resource
                 .get("resourceType")
                 .and_then(Value::as_str)
                 .ok_or_else(|| invalid("the resource has no resourceType".into()))?
                 .to_owned();
-            let url = entry.pointer("/request/url").and_then(Value::as_str).unwrap_or("");
+            if resource.get("meta").is_some_and(|m| !m.is_object()) {
+                return Err(invalid("the resource's meta is not a JSON object".into()));
+            }
+            let url = request_text("url").unwrap_or("");
             if url.split('?').next() != Some(resource_type.as_str()) {
                 return Err(invalid(format!(
                     "request.url `{url}` does not match the resource type"
                 )));
             }
-            let existing = match entry.pointer("/request/ifNoneExist").and_then(Value::as_str) {
-                Some(query) => {
-                    Self::find_existing(&inner, &resource_type, query).map_err(|e| match e {
+            let existing = match request_text("ifNoneExist") {
+                Some(query) => Self::find_existing(&inner, &resource_type, query)
+                    .map_err(|e| match e {
                         StoreError::MultipleMatches(n) => StoreError::MultipleMatches(n),
                         other => invalid(other.to_string()),
                     })?
-                }
+                    .map(Stamp::of),
                 None => None,
             };
-            let local = match &existing {
-                Some(found) => format!(
-                    "{resource_type}/{}",
-                    found.get("id").and_then(Value::as_str).unwrap_or("")
-                ),
+            let (step, id) = match existing {
+                Some(found) => {
+                    let id = found.id.clone();
+                    (Step::Existing(found), id)
+                }
                 None => {
                     let id = uuid::Uuid::new_v4().to_string();
-                    resource["id"] = json!(id);
-                    format!("{resource_type}/{id}")
+                    resource["id"] = Value::String(id.clone());
+                    (Step::Create(resource), id)
                 }
             };
-            if let Some(full_url) = entry.get("fullUrl").and_then(Value::as_str) {
-                mapping.insert(full_url.to_owned(), local);
+            if let Some(Value::String(full_url)) = full_url {
+                mapping.insert(full_url, format!("{resource_type}/{id}"));
             }
-            steps.push(match existing {
-                Some(found) => Step::Existing(found),
-                None => Step::Create(resource),
-            });
+            steps.push(step);
         }
         // Every urn:uuid reference must name an entry of this transaction.
         for (i, step) in steps.iter_mut().enumerate() {
@@ -397,7 +408,7 @@ impl FhirStore {
                 Step::Create(resource) => {
                     Self::store_locked(&mut inner, resource).map(|s| ("201 Created", s))
                 }
-                Step::Existing(found) => Ok(("200 OK", Stamp::of(&found))),
+                Step::Existing(stamp) => Ok(("200 OK", stamp)),
             })
             .collect();
         inner.now = None;
@@ -417,16 +428,18 @@ impl FhirStore {
 /// it cannot resolve.
 fn rewrite_urns(value: &mut Value, mapping: &HashMap<String, String>) -> Result<(), String> {
     match value {
-        Value::Object(map) => {
-            if let Some(Value::String(reference)) = map.get_mut("reference") {
+        // One pass over each object's fields (no separate lookup of `reference`).
+        Value::Object(map) => map.iter_mut().try_for_each(|(field, v)| match v {
+            Value::String(reference) if field == "reference" => {
                 if reference.starts_with("urn:uuid:") || reference.starts_with("urn:oid:") {
                     let target =
                         mapping.get(reference.as_str()).ok_or_else(|| reference.clone())?;
                     *reference = target.clone();
                 }
+                Ok(())
             }
-            map.values_mut().try_for_each(|v| rewrite_urns(v, mapping))
-        }
+            _ => rewrite_urns(v, mapping),
+        }),
         Value::Array(items) => items.iter_mut().try_for_each(|v| rewrite_urns(v, mapping)),
         _ => Ok(()),
     }
@@ -475,6 +488,12 @@ mod tests {
             json!({"resource": {"resourceType": "Condition", "encounter": {"reference": "urn:uuid:nowhere"}}, "request": {"method": "POST", "url": "Condition"}}),
         ]);
         assert!(store.transaction(bad).is_err());
+        assert_eq!(store.counts()["Condition"], 2);
+        let bad_meta = transaction(vec![
+            json!({"resource": {"resourceType": "Condition"}, "request": {"method": "POST", "url": "Condition"}}),
+            json!({"resource": {"resourceType": "Condition", "meta": "x"}, "request": {"method": "POST", "url": "Condition"}}),
+        ]);
+        assert!(store.transaction(bad_meta).is_err());
         assert_eq!(store.counts()["Condition"], 2);
     }
 

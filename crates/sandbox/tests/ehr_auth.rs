@@ -417,3 +417,42 @@ async fn searches_page_through_next_links() {
     let all = fhir.search_all(Some(token), "Encounter", &[("_count", "5")], 100).await.unwrap();
     assert_eq!(all.len(), 24);
 }
+
+#[tokio::test]
+async fn a_transaction_larger_than_the_default_body_limit_is_applied() {
+    let (f, _) = fixture().await;
+    let token = f
+        .sandbox
+        .ehr
+        .auth
+        .backend_services_token(f.key.clone(), "asym", "system/Observation.c")
+        .await
+        .unwrap();
+    // About 3 MB: more than axum's 2 MB default, as a large selection written back would be.
+    let note = "n".repeat(1400);
+    let entries: Vec<_> = (0..2000)
+        .map(|i| {
+            serde_json::json!({
+                "fullUrl": format!("urn:uuid:00000000-0000-4000-8000-{i:012}"),
+                "resource": {"resourceType": "Observation", "status": "final",
+                             "code": {"text": "Note"}, "subject": {"reference": "Patient/pat-001"},
+                             "note": [{"text": note}]},
+                "request": {"method": "POST", "url": "Observation"}
+            })
+        })
+        .collect();
+    let bundle =
+        serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    let before = f.sandbox.ehr.store.counts().get("Observation").copied().unwrap_or(0);
+    let response = f
+        .http
+        .post(f.sandbox.ehr_fhir_base().as_str().trim_end_matches('/'))
+        .bearer_auth(&token)
+        .header("content-type", "application/fhir+json")
+        .body(serde_json::to_vec(&bundle).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(f.sandbox.ehr.store.counts()["Observation"], before + 2000);
+}

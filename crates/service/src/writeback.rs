@@ -264,10 +264,16 @@ fn names(items: &[HistoryItem]) -> HashMap<String, String> {
 /// A clear message for a failed write: what happened and that retrying is safe.
 fn write_failure(ehr: &EhrRuntime, e: &fhir::FhirError) -> ServiceError {
     tracing::warn!(ehr = %ehr.config.id, error = %e, "write-back failed");
-    let name = &ehr.config.name;
-    let message = match e {
+    ServiceError::Write(write_failure_message(&ehr.config.name, e))
+}
+
+fn write_failure_message(name: &str, e: &fhir::FhirError) -> String {
+    match e {
         fhir::FhirError::Timeout | fhir::FhirError::Transport(_) => format!(
             "{name} did not confirm the write. Your selection is kept: try again. Anything {name} did write is recognised and not duplicated."
+        ),
+        e if e.status() == Some(413) => format!(
+            "{name} refused the write as too large (HTTP 413). Nothing was written and your selection is kept: add it to the chart in smaller parts."
         ),
         e if e.is_transient() => format!(
             "{name} could not write right now ({e}). Nothing was written and your selection is kept: try again."
@@ -277,8 +283,7 @@ fn write_failure(ehr: &EhrRuntime, e: &fhir::FhirError) -> ServiceError {
             e.status().map(|s| format!("HTTP {s}")).unwrap_or_else(|| e.to_string()),
             e.outcome_text().map(|t| format!(": {t}")).unwrap_or_default()
         ),
-    };
-    ServiceError::Write(message)
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -422,4 +427,21 @@ pub async fn results(
     let launch = owned_launch(state, session, launch_id).await?;
     let writes = launch.lock().await.writes.clone();
     Ok(writes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_failures_say_what_happened_and_what_to_do() {
+        let status = |status: u16| fhir::FhirError::Status { status, outcome: None };
+        let too_large = write_failure_message("Sandbox EHR", &status(413));
+        assert!(too_large.contains("too large") && too_large.contains("smaller parts"));
+        assert!(write_failure_message("Sandbox EHR", &status(503)).contains("try again"));
+        let timeout = write_failure_message("Sandbox EHR", &fhir::FhirError::Timeout);
+        assert!(timeout.contains("not duplicated"));
+        let refused = write_failure_message("Sandbox EHR", &status(422));
+        assert!(refused.contains("HTTP 422") && refused.contains("selection is kept"));
+    }
 }

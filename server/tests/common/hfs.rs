@@ -45,7 +45,7 @@ pub async fn start(ehr: &str, public_url: Option<&str>, data: &PathBuf, log: &Pa
         .env("HFS_BASE_URL", public_url.unwrap_or(&url))
         .env("HFS_SMART_AUTHORIZE_ENDPOINT", format!("{ehr}/auth/authorize"))
         .env("HFS_SMART_TOKEN_ENDPOINT", format!("{ehr}/auth/token"))
-        .stdout(Stdio::null())
+        .stdout(log.try_clone().map(Stdio::from).unwrap_or_else(|_| Stdio::null()))
         .stderr(log)
         .spawn()
         .unwrap_or_else(|e| panic!("could not start {binary} ({e}): install it with cargo install --locked helios-hfs@0.2.7"));

@@ -60,7 +60,9 @@ impl Proxy {
 async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     let round_trip = proxy.round_trip.lock().map(|d| *d).unwrap_or_default();
     if !round_trip.is_zero() {
-        tokio::time::sleep(round_trip).await;
+        // tokio's timer rounds up to whole milliseconds (a "1 ms" sleep is nearer 2 ms); a
+        // thread sleep keeps the simulated network at the round trip asked for.
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(round_trip)).await;
     }
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, 256 * 1024 * 1024).await.unwrap_or_default();
