@@ -176,8 +176,8 @@ async fn measure(
         let (provenance, rest) = transaction.bundle.entry.split_last().unwrap();
         for entry in rest {
             let request = entry.request.as_ref().unwrap();
-            // Helios now and then answers one create of this run with a bare 500; a conditional
-            // create is safe to send again, as a client would.
+            // A server may answer one create of thousands with a 5xx; a conditional create is
+            // safe to send again, as a client would.
             let mut attempts = 0;
             let result = loop {
                 attempts += 1;

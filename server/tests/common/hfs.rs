@@ -39,6 +39,10 @@ pub async fn start(ehr: &str, public_url: Option<&str>, data: &PathBuf, log: &Pa
         .args(["--port", &port.to_string(), "--host", "127.0.0.1", "--database-url", ":memory:"])
         .arg("--data-dir")
         .arg(data)
+        // Headless: the web UI's dashboard reads storage in the background, and on the
+        // in-memory SQLite database those reads lock tables that a create then finds locked
+        // (a bare 500 now and then under load).
+        .env("HFS_UI_ENABLED", "false")
         .env("HFS_AUTH_ENABLED", "true")
         .env("HFS_AUTH_JWKS_URL", format!("{ehr}/auth/jwks"))
         .env("HFS_AUTH_ISSUER", format!("{ehr}/auth"))
