@@ -81,16 +81,8 @@ impl EmrReader {
 /// How many clinical resources (not the plan's Organization, the document or the
 /// Provenance) were added between two counts.
 fn clinical_growth(before: &HashMap<String, usize>, after: &HashMap<String, usize>) -> usize {
-    const CLINICAL: [&str; 7] = [
-        "Encounter",
-        "Condition",
-        "Procedure",
-        "Observation",
-        "MedicationDispense",
-        "Immunization",
-        "AllergyIntolerance",
-    ];
-    CLINICAL.iter().map(|t| after[*t] - before[*t]).sum()
+    const NOT_CLINICAL: [&str; 3] = ["DocumentReference", "Provenance", "Organization"];
+    WRITTEN_TYPES.iter().filter(|t| !NOT_CLINICAL.contains(t)).map(|t| after[*t] - before[*t]).sum()
 }
 
 pub const WRITTEN_TYPES: &[&str] = &[
