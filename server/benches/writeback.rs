@@ -210,9 +210,17 @@ async fn measure(
             one_by_one.push(elapsed);
         }
     }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let in_order = |times: &[Duration]| {
+        times.iter().map(|&d| format!("{:.0}", ms(d))).collect::<Vec<_>>().join(" ")
+    };
+    let rounds_line = format!(
+        "  each round (ms), one transaction: {}; one by one: {}",
+        in_order(&one_transaction),
+        in_order(&one_by_one)
+    );
     one_transaction.sort();
     one_by_one.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let (tx, each) = (one_transaction[rounds / 2], one_by_one[rounds / 2]);
     println!("write-back of {RESOURCES} resources + Provenance, {name}: {rounds} rounds (+1 warm-up), same server, same run");
     println!(
@@ -223,6 +231,7 @@ async fn measure(
     println!("  one POST per resource: median {:.0} ms (min {:.0})", ms(each), ms(one_by_one[0]));
     println!("  ratio of medians: {:.1}x (target at least 10x)", ms(each) / ms(tx));
     println!("  ratio of best rounds: {:.1}x", ms(one_by_one[0]) / ms(one_transaction[0]));
+    println!("{rounds_line}");
     if retried > 0 {
         println!("  ({retried} one-by-one creates failed with a 5xx and were sent again)");
     }
