@@ -79,6 +79,26 @@ pub struct Cli {
     /// suite runs Helios this way.
     #[arg(long, env = "MH_SANDBOX_EHR_FHIR_BASE")]
     pub sandbox_ehr_fhir_base: Option<Url>,
+
+    /// Sandbox mode: the sandbox EHR refuses transactions (and leaves `transaction` out of its
+    /// CapabilityStatement), as many EHRs do; Member History writes by batch or single creates.
+    #[arg(long, env = "MH_SANDBOX_EHR_NO_TRANSACTIONS")]
+    pub sandbox_ehr_no_transactions: bool,
+
+    /// Sandbox mode: the sandbox EHR refuses batches too (with no transactions either, each
+    /// resource is one conditional create).
+    #[arg(long, env = "MH_SANDBOX_EHR_NO_BATCH")]
+    pub sandbox_ehr_no_batch: bool,
+
+    /// Sandbox mode: the sandbox EHR refuses a transaction with more than this many conditional
+    /// entries (`too-costly`), as some servers do; Member History splits the write.
+    #[arg(long, env = "MH_SANDBOX_EHR_MAX_CONDITIONAL_ENTRIES")]
+    pub sandbox_ehr_max_conditional_entries: Option<usize>,
+
+    /// Sandbox mode: the sandbox EHR's id_tokens have no `kid` and its JWKS key no `alg` or
+    /// `use`, as OpenID Connect allows an issuer with one key.
+    #[arg(long, env = "MH_SANDBOX_EHR_ID_TOKEN_WITHOUT_KID")]
+    pub sandbox_ehr_id_token_without_kid: bool,
 }
 
 impl Cli {
@@ -100,6 +120,10 @@ impl Cli {
             sandbox_ehr_writable: None,
             sandbox_ehr_attachments: None,
             sandbox_ehr_fhir_base: None,
+            sandbox_ehr_no_transactions: false,
+            sandbox_ehr_no_batch: false,
+            sandbox_ehr_max_conditional_entries: None,
+            sandbox_ehr_id_token_without_kid: false,
         }
     }
 }

@@ -126,6 +126,10 @@ pub async fn prepare_with(
                 cds_clients: vec![cds_trust],
                 ehr_writable: cli.sandbox_ehr_writable.clone(),
                 ehr_attachment_types: cli.sandbox_ehr_attachments.clone(),
+                ehr_transactions: !cli.sandbox_ehr_no_transactions,
+                ehr_batch: !cli.sandbox_ehr_no_batch,
+                ehr_max_conditional_entries: cli.sandbox_ehr_max_conditional_entries,
+                ehr_id_token_kid: !cli.sandbox_ehr_id_token_without_kid,
                 ehr_fhir_base: cli
                     .sandbox_ehr_fhir_base
                     .as_ref()
@@ -147,6 +151,7 @@ pub async fn prepare_with(
                     sandbox::synthetic::CLINIC_NPI
                 )],
                 timeout_seconds: 30,
+                max_entries_per_request: None,
             });
             config.payers.push(PayerConfig {
                 id: "sandbox-plan".into(),

@@ -85,6 +85,12 @@ fn PlanBody(
         Some(result) => Some(result),
         None => initial.clone().map(Ok),
     });
+    // A typed member id only where the coverage did not name the member (the server
+    // refuses it otherwise: a typed id could name anyone).
+    let typed_allowed = !matches!(
+        identification,
+        Identification::Ready { member_id: Some(_), .. } | Identification::FromCardLink { .. }
+    );
     let waiting_for = payer_name.clone().unwrap_or_else(|| "the plan".into());
     let button_payer = payer_name.clone();
     view! {
@@ -111,13 +117,13 @@ fn PlanBody(
             let launch = launch.clone();
             let payers = payers.clone();
             move || match answer.get() {
-                Some(Ok(answer)) => view! { <Answer answer launch=launch.clone() payers=payers.clone() ask /> }.into_any(),
+                Some(Ok(answer)) => view! { <Answer answer launch=launch.clone() payers=payers.clone() ask typed_allowed /> }.into_any(),
                 Some(Err(e)) => view! {
                     <div class="plan-error" role="alert" data-testid="plan-error">
                         <p>{e.message.clone()}</p>
                         <button class="button" on:click=move |_| { ask.dispatch(ask.input().get_untracked().unwrap_or_default()); }>"Try again"</button>
                     </div>
-                    <MemberIdForm payers=payers.clone() ask />
+                    {typed_allowed.then(|| view! { <MemberIdForm payers=payers.clone() ask /> })}
                 }.into_any(),
                 None => ().into_any(),
             }
@@ -198,8 +204,12 @@ fn Answer(
     launch: String,
     payers: Vec<PayerSummary>,
     ask: Action<Ask, Result<PlanAnswer, ApiError>>,
+    typed_allowed: bool,
 ) -> impl IntoView {
-    let not_matched = answer.outcome == api::AnswerOutcome::NotMatched;
+    if let Some(mismatch) = answer.member_mismatch.clone() {
+        return view! { <MemberMismatch mismatch payers ask typed_allowed /> }.into_any();
+    }
+    let not_matched = answer.outcome == api::AnswerOutcome::NotMatched && typed_allowed;
     view! {
         <div class="answer" data-testid="plan-answer">
             {answer.member.clone().map(|m| view! {
@@ -228,6 +238,25 @@ fn Answer(
             {not_matched.then(|| view! { <MemberIdForm payers ask /> })}
         </div>
         {answer.member.is_some().then(|| view! { <crate::components::HistoryReview launch=launch.clone() /> })}
+    }
+    .into_any()
+}
+
+/// The plan's member is not this patient: what did not match and what to do; nothing of the
+/// plan's data.
+#[component]
+fn MemberMismatch(
+    mismatch: api::MemberMismatch,
+    payers: Vec<PayerSummary>,
+    ask: Action<Ask, Result<PlanAnswer, ApiError>>,
+    typed_allowed: bool,
+) -> impl IntoView {
+    view! {
+        <div class="plan-error" role="alert" data-testid="plan-member-mismatch">
+            <h3>"This may be someone else's record"</h3>
+            <p>{mismatch.message}</p>
+        </div>
+        {typed_allowed.then(|| view! { <MemberIdForm payers ask /> })}
     }
 }
 

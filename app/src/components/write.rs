@@ -101,7 +101,7 @@ pub fn WriteSummary(result: WriteResult) -> impl IntoView {
                 {format!(" · {} · from {} · {}", result.ehr, result.plan, result.written_at)}
             </p>
             <p class="muted">{format!("Patient: {}", result.patient)}
-                {result.provenance.clone().map(|p| format!(" · Provenance {p}"))}
+                {(!result.provenance.is_empty()).then(|| format!(" · Provenance {}", result.provenance.join(", ")))}
                 {result.document.clone().map(|d| format!(" · Document {d} ({})", result.document_format.clone().unwrap_or_default()))}
             </p>
             {result.notes.iter().map(|n| view! { <p class="muted">{n.clone()}</p> }).collect_view()}

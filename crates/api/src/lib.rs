@@ -87,6 +87,8 @@ pub enum ErrorCode {
     PlanUnavailable,
     /// The request was not valid.
     BadRequest,
+    /// The plan's member is not the patient in the chart: nothing is shown or written.
+    MemberMismatch,
     /// Something failed on our side; details are in the server log.
     Internal,
 }

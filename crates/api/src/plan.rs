@@ -73,6 +73,17 @@ pub struct PlanAnswer {
     pub member: Option<PlanMember>,
     /// Why the plan's data could not be read, if it could not.
     pub data_problem: Option<String>,
+    /// The plan's member is not this patient: nothing of the plan's data is shown or written.
+    pub member_mismatch: Option<MemberMismatch>,
+}
+
+/// The plan's member record did not match the patient in the chart (only which parts, never
+/// the other record's values).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberMismatch {
+    pub fields: Vec<pdex::identity::IdentityField>,
+    /// What did not match and what to do, in plain words.
+    pub message: String,
 }
 
 /// A card, checked and made safe: `detail_html` is sanitised HTML, links are http(s).

@@ -46,7 +46,8 @@ pub struct WriteResult {
     pub patient: String,
     pub written_at: String,
     pub outcomes: Vec<ItemOutcome>,
-    pub provenance: Option<String>,
+    /// Our Provenance records (`Type/id`): one per transaction part, or one over everything.
+    pub provenance: Vec<String>,
     pub document: Option<String>,
     /// What the document holds (`FHIR Bundle and PDF`, `PDF`, …).
     pub document_format: Option<String>,

@@ -32,6 +32,16 @@ pub const JWT_LIFETIME_SECS: u64 = 240;
 impl ClientIdentity {
     /// A JWT for one request to `audience` (the exact URL called).
     pub fn token(&self, audience: &str) -> Result<String, jose::JoseError> {
+        self.token_for(audience, None)
+    }
+
+    /// A JWT for one request to `audience` on behalf of `tenant` (the SMART launch's
+    /// `tenant`, when the request is made for one), else the configured tenant.
+    pub fn token_for(
+        &self,
+        audience: &str,
+        tenant: Option<&str>,
+    ) -> Result<String, jose::JoseError> {
         #[derive(Serialize)]
         struct Claims<'a> {
             iss: &'a str,
@@ -50,7 +60,7 @@ impl ClientIdentity {
                 iat: now,
                 exp: now + JWT_LIFETIME_SECS,
                 jti: jose::new_jti(),
-                tenant: self.tenant.as_deref(),
+                tenant: tenant.or(self.tenant.as_deref()),
             },
             Some(&self.jku),
         )
@@ -180,7 +190,7 @@ impl CdsClient {
     /// `GET {base}/cds-services`.
     pub async fn discover(&self, base: &Url) -> Result<DiscoveryResponse, CdsError> {
         let url = discovery_url(base);
-        let (status, body) = self.send(self.http.get(&url), &url).await?;
+        let (status, body) = self.send(self.http.get(&url), &url, None).await?;
         if status != StatusCode::OK {
             return Err(status_error(status));
         }
@@ -195,8 +205,20 @@ impl CdsClient {
         service_id: &str,
         request: &HookRequest,
     ) -> Result<HookAnswer, CdsError> {
+        self.call_for_tenant(base, service_id, request, None).await
+    }
+
+    /// [`call`](Self::call) on behalf of a tenant: its JWT's `tenant` claim names the
+    /// healthcare organisation the request is made for.
+    pub async fn call_for_tenant(
+        &self,
+        base: &Url,
+        service_id: &str,
+        request: &HookRequest,
+        tenant: Option<&str>,
+    ) -> Result<HookAnswer, CdsError> {
         let url = service_url(base, service_id);
-        let (status, body) = self.send(self.http.post(&url).json(request), &url).await?;
+        let (status, body) = self.send(self.http.post(&url).json(request), &url, tenant).await?;
         let explained_failure = matches!(status.as_u16(), 400 | 404 | 409 | 422)
             && body.as_ref().is_some_and(|b| b.get("cards").is_some_and(Value::is_array));
         if status != StatusCode::OK && !explained_failure {
@@ -217,7 +239,8 @@ impl CdsClient {
     ) -> Result<(), CdsError> {
         let url = feedback_url(base, service_id);
         let request = self.http.post(&url).json(feedback);
-        let response = self.signed(request, &url)?.send().await.map_err(|e| self.transport(e))?;
+        let response =
+            self.signed(request, &url, None)?.send().await.map_err(|e| self.transport(e))?;
         if response.status().is_success() {
             Ok(())
         } else {
@@ -237,8 +260,9 @@ impl CdsClient {
         &self,
         request: reqwest::RequestBuilder,
         url: &str,
+        tenant: Option<&str>,
     ) -> Result<reqwest::RequestBuilder, CdsError> {
-        let jwt = self.identity.token(url)?;
+        let jwt = self.identity.token_for(url, tenant)?;
         Ok(request
             .header(AUTHORIZATION, format!("Bearer {jwt}"))
             .header(ACCEPT, "application/json"))
@@ -249,8 +273,10 @@ impl CdsClient {
         &self,
         request: reqwest::RequestBuilder,
         url: &str,
+        tenant: Option<&str>,
     ) -> Result<(StatusCode, Option<Value>), CdsError> {
-        let response = self.signed(request, url)?.send().await.map_err(|e| self.transport(e))?;
+        let response =
+            self.signed(request, url, tenant)?.send().await.map_err(|e| self.transport(e))?;
         let status = response.status();
         let content_type =
             response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);

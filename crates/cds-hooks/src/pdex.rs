@@ -33,7 +33,8 @@ pub fn beneficiary_demographics(patient: &Value) -> Value {
 
 /// The request `extension` naming the member: `memberId` when known, and the Coverage with
 /// the beneficiary's demographics contained in it (so a plan can match on subscriber id and
-/// demographics when there is no member id).
+/// demographics when there is no member id). The Coverage's own contained resources (a
+/// `#org` payor, a subscriber) stay: only the beneficiary is added, under an id not taken.
 pub fn request_extension(
     member_id: Option<&str>,
     coverage: Option<&Value>,
@@ -46,8 +47,26 @@ pub fn request_extension(
     if let Some(coverage) = coverage {
         let mut coverage = coverage.clone();
         if let Some(patient) = beneficiary {
-            coverage["contained"] = json!([beneficiary_demographics(patient)]);
-            coverage["beneficiary"] = json!({"reference": "#beneficiary"});
+            let mut contained: Vec<Value> =
+                coverage.get("contained").and_then(Value::as_array).cloned().unwrap_or_default();
+            // A beneficiary already contained is replaced, not doubled.
+            if let Some(own) = coverage.pointer("/beneficiary/reference").and_then(Value::as_str) {
+                if let Some(own) = own.strip_prefix('#') {
+                    contained.retain(|c| c.get("id").and_then(Value::as_str) != Some(own));
+                }
+            }
+            let taken = |id: &str| {
+                contained.iter().any(|c| c.get("id").and_then(Value::as_str) == Some(id))
+            };
+            let id = std::iter::once("beneficiary".to_owned())
+                .chain((2..).map(|n| format!("beneficiary-{n}")))
+                .find(|id| !taken(id))
+                .unwrap_or_default();
+            let mut demographics = beneficiary_demographics(patient);
+            demographics["id"] = json!(id);
+            contained.push(demographics);
+            coverage["contained"] = Value::Array(contained);
+            coverage["beneficiary"] = json!({"reference": format!("#{id}")});
         }
         extension["coverage"] = coverage;
     }
@@ -132,6 +151,30 @@ mod tests {
         );
         let ext = request_extension(Some("M123"), None, None);
         assert_eq!(ext, json!({"memberId": "M123"}));
+    }
+
+    #[test]
+    fn coverage_keeps_its_contained_resources() {
+        let mut cov = coverage(false);
+        cov["contained"] = json!([
+            {"resourceType": "Organization", "id": "org", "name": "Plan"},
+            {"resourceType": "Patient", "id": "beneficiary", "name": [{"family": "Subscriber"}]}
+        ]);
+        cov["payor"] = json!([{"reference": "#org"}]);
+        cov["subscriber"] = json!({"reference": "#beneficiary"});
+        let patient = json!({"resourceType": "Patient", "birthDate": "1980-02-03"});
+        let ext = request_extension(None, Some(&cov), Some(&patient));
+        let contained = ext["coverage"]["contained"].as_array().unwrap();
+        assert_eq!(contained.len(), 3, "{contained:?}");
+        assert_eq!(contained[0]["id"], "org");
+        assert_eq!(contained[1]["name"][0]["family"], "Subscriber");
+        assert_eq!(contained[2]["id"], "beneficiary-2");
+        assert_eq!(contained[2]["birthDate"], "1980-02-03");
+        assert_eq!(ext["coverage"]["beneficiary"]["reference"], "#beneficiary-2");
+        assert_eq!(ext["coverage"]["payor"][0]["reference"], "#org");
+        // Sent again (a retry): the beneficiary it added is replaced, not doubled.
+        let again = request_extension(None, Some(&ext["coverage"]), Some(&patient));
+        assert_eq!(again["coverage"]["contained"].as_array().unwrap().len(), 3);
     }
 
     #[test]

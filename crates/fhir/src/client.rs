@@ -293,24 +293,46 @@ fn with_trailing_slash(mut url: Url) -> Url {
     url
 }
 
-/// The human text of an OperationOutcome body: `details.text` or `diagnostics` of its issues.
+/// The text of an OperationOutcome body: per issue its `details.text` or `diagnostics`, with
+/// the issue `code` when it says something the text may not (`too-costly`, `not-supported`)
+/// and where it points (`expression`, or the deprecated `location`), so a caller can tell a
+/// refusal of the request's size from a refusal of one entry.
 pub fn outcome_text(body: &[u8]) -> Option<String> {
     let value: Value = serde_json::from_slice(body).ok()?;
     if value.get("resourceType")?.as_str()? != "OperationOutcome" {
         return None;
     }
-    let texts: Vec<&str> = value
-        .get("issue")?
-        .as_array()?
-        .iter()
-        .filter_map(|issue| {
-            issue
-                .pointer("/details/text")
-                .and_then(Value::as_str)
-                .or_else(|| issue.get("diagnostics").and_then(Value::as_str))
-        })
-        .collect();
+    let texts: Vec<String> =
+        value.get("issue")?.as_array()?.iter().filter_map(issue_text).collect();
     (!texts.is_empty()).then(|| texts.join("; "))
+}
+
+fn issue_text(issue: &Value) -> Option<String> {
+    let text = issue
+        .pointer("/details/text")
+        .and_then(Value::as_str)
+        .or_else(|| issue.get("diagnostics").and_then(Value::as_str));
+    let code = issue
+        .get("code")
+        .and_then(Value::as_str)
+        .filter(|c| matches!(*c, "too-costly" | "too-long" | "not-supported" | "business-rule"));
+    let at: Vec<&str> = ["expression", "location"]
+        .iter()
+        .filter_map(|k| issue.get(*k).and_then(Value::as_array))
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut out = match (code, text) {
+        (Some(code), Some(text)) => format!("{code}: {text}"),
+        (None, Some(text)) => text.to_owned(),
+        (Some(code), None) => code.to_owned(),
+        (None, None) if !at.is_empty() => "refused".to_owned(),
+        (None, None) => return None,
+    };
+    if !at.is_empty() {
+        out.push_str(&format!(" (at {})", at.join(", ")));
+    }
+    Some(out)
 }
 
 fn status_error(status: StatusCode, body: &[u8]) -> FhirError {
@@ -359,5 +381,12 @@ mod tests {
         let body = br#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"invalid","diagnostics":"bad date"}]}"#;
         assert_eq!(outcome_text(body).as_deref(), Some("bad date"));
         assert_eq!(outcome_text(b"<html>"), None);
+        let body = br#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"too-costly","details":{"text":"at most 8 conditional entries"}},{"severity":"error","code":"invalid","expression":["Bundle.entry[3].resource"]}]}"#;
+        assert_eq!(
+            outcome_text(body).as_deref(),
+            Some(
+                "too-costly: at most 8 conditional entries; refused (at Bundle.entry[3].resource)"
+            )
+        );
     }
 }

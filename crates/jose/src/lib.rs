@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -29,8 +29,8 @@ pub enum JoseError {
     InvalidKey { expected: &'static str },
     #[error("JWT algorithm {0:?} is not accepted here")]
     AlgorithmNotAllowed(Algorithm),
-    #[error("the token header has no `kid`")]
-    MissingKid,
+    #[error("the token header has no `kid` and the issuer publishes no {0:?} verification key")]
+    NoMatchingKey(Algorithm),
     #[error("no key with kid `{0}` in the issuer's JWKS")]
     UnknownKid(String),
     #[error("the key with kid `{0}` cannot be used for verification")]
@@ -79,29 +79,35 @@ impl SigningKey {
 
     /// A fresh 2048-bit RSA key for RS384.
     pub fn generate_rs384() -> Result<Self, JoseError> {
+        Self::generate_rsa(Algorithm::RS384)
+    }
+
+    /// A fresh 2048-bit RSA key for `alg` (RS256 or RS384).
+    fn generate_rsa(alg: Algorithm) -> Result<Self, JoseError> {
         use rsa::pkcs8::{EncodePrivateKey, LineEnding};
         let pem = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
             .ok()
             .and_then(|k| k.to_pkcs8_pem(LineEnding::LF).ok())
             .ok_or(JoseError::InvalidKey { expected: "RSA" })?;
-        Self::from_pem(&pem, Algorithm::RS384)
+        Self::from_pem(&pem, alg)
     }
 
-    /// A fresh key for `alg` (ES384 or RS384).
+    /// A fresh key for `alg` (ES384, RS384, or RS256 — the OpenID Connect default, which
+    /// EHRs sign id_tokens with).
     pub fn generate(alg: Algorithm) -> Result<Self, JoseError> {
         match alg {
             Algorithm::ES384 => Self::generate_es384(),
-            Algorithm::RS384 => Self::generate_rs384(),
+            Algorithm::RS384 | Algorithm::RS256 => Self::generate_rsa(alg),
             other => Err(JoseError::AlgorithmNotAllowed(other)),
         }
     }
 
-    /// Loads a PKCS#8 PEM private key for `alg` (ES384 or RS384).
+    /// Loads a PKCS#8 PEM private key for `alg` (ES384, RS384 or RS256).
     pub fn from_pem(pem: &str, alg: Algorithm) -> Result<Self, JoseError> {
         let encoding = match alg {
             Algorithm::ES384 => EncodingKey::from_ec_pem(pem.as_bytes())
                 .map_err(|_| JoseError::InvalidKey { expected: "P-384 EC" })?,
-            Algorithm::RS384 => EncodingKey::from_rsa_pem(pem.as_bytes())
+            Algorithm::RS384 | Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.as_bytes())
                 .map_err(|_| JoseError::InvalidKey { expected: "RSA" })?,
             other => return Err(JoseError::AlgorithmNotAllowed(other)),
         };
@@ -112,7 +118,7 @@ impl SigningKey {
             .map_err(|_| JoseError::InvalidKey { expected: "EC or RSA" })?;
         public.common.key_id = Some(kid.clone());
         public.common.public_key_use = Some(PublicKeyUse::Signature);
-        public.common.key_algorithm = Some(key_algorithm(alg));
+        public.common.key_algorithm = Some(alg.into());
         Ok(Self { alg, kid, encoding, public, pem: pem.to_owned() })
     }
 
@@ -154,9 +160,24 @@ impl SigningKey {
 
     /// Signs `claims` as a JWT with header `alg`, `kid`, `typ: JWT` and, when given, `jku`.
     pub fn sign<C: Serialize>(&self, claims: &C, jku: Option<&str>) -> Result<String, JoseError> {
+        self.sign_with(claims, jku, true)
+    }
+
+    /// Signs `claims` with a header that has no `kid`, as an OpenID Connect issuer with a
+    /// single signing key may (the sandbox EHR does so on request).
+    pub fn sign_without_kid<C: Serialize>(&self, claims: &C) -> Result<String, JoseError> {
+        self.sign_with(claims, None, false)
+    }
+
+    fn sign_with<C: Serialize>(
+        &self,
+        claims: &C,
+        jku: Option<&str>,
+        kid: bool,
+    ) -> Result<String, JoseError> {
         let mut header = Header::new(self.alg);
         header.typ = Some("JWT".into());
-        header.kid = Some(self.kid.clone());
+        header.kid = kid.then(|| self.kid.clone());
         header.jku = jku.map(str::to_owned);
         jsonwebtoken::encode(&header, claims, &self.encoding)
             .map_err(|e| JoseError::Malformed(e.to_string()))
@@ -175,13 +196,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
-}
-
-fn key_algorithm(alg: Algorithm) -> KeyAlgorithm {
-    match alg {
-        Algorithm::RS384 => KeyAlgorithm::RS384,
-        _ => KeyAlgorithm::ES384,
-    }
 }
 
 /// A JWKS publication built from our keys: what `/.well-known/jwks.json` serves.
@@ -217,8 +231,10 @@ pub struct Expectations<'a> {
     pub leeway: Option<u64>,
 }
 
-/// Verifies `token` against `jwks`: an allowed asymmetric algorithm, the key found by `kid`,
-/// `exp` (30 s leeway unless told otherwise), and the expectations. Returns the claims.
+/// Verifies `token` against `jwks`: an allowed asymmetric algorithm, the key named by `kid`
+/// or, when the header has none (OpenID Connect allows that for an issuer with one signing
+/// key), each of the issuer's keys that fits the algorithm in turn; `exp` (30 s leeway unless
+/// told otherwise), and the expectations. Returns the claims.
 pub fn verify<C: DeserializeOwned>(
     token: &str,
     jwks: &JwkSet,
@@ -231,10 +247,81 @@ pub fn verify<C: DeserializeOwned>(
     if !asymmetric || !allowed.contains(&header.alg) {
         return Err(JoseError::AlgorithmNotAllowed(header.alg));
     }
-    let kid = header.kid.as_deref().ok_or(JoseError::MissingKid)?;
-    let jwk = jwks.find(kid).ok_or_else(|| JoseError::UnknownKid(kid.to_owned()))?;
-    let key = DecodingKey::from_jwk(jwk).map_err(|_| JoseError::UnusableKey(kid.to_owned()))?;
-    let mut validation = Validation::new(header.alg);
+    let validation = validation(header.alg, expect);
+    if let Some(kid) = header.kid.as_deref() {
+        let jwk = jwks.find(kid).ok_or_else(|| JoseError::UnknownKid(kid.to_owned()))?;
+        if !fits(jwk, header.alg) {
+            return Err(JoseError::UnusableKey(kid.to_owned()));
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|_| JoseError::UnusableKey(kid.to_owned()))?;
+        return decode(token, &key, &validation);
+    }
+    let mut tried = false;
+    for key in jwks.keys.iter().filter(|k| fits(k, header.alg)) {
+        let Ok(key) = DecodingKey::from_jwk(key) else { continue };
+        tried = true;
+        match jsonwebtoken::decode::<C>(token, &key, &validation) {
+            Ok(data) => return Ok(data.claims),
+            // Another key may have signed it: only a bad signature moves on to the next key.
+            Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => {}
+            Err(e) => return Err(JoseError::Rejected(e.to_string())),
+        }
+    }
+    if tried {
+        Err(JoseError::Rejected("InvalidSignature".into()))
+    } else {
+        Err(JoseError::NoMatchingKey(header.alg))
+    }
+}
+
+/// Reads a JWKS document tolerantly: a key this library cannot parse (an unknown `kty`, a
+/// curve it lacks) is skipped rather than failing the set, as JWKS consumers must.
+pub fn parse_jwks(body: &[u8]) -> Result<JwkSet, JoseError> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        keys: Vec<serde_json::Value>,
+    }
+    let raw: Raw = serde_json::from_slice(body)
+        .map_err(|e| JoseError::Malformed(format!("not a JWKS document: {e}")))?;
+    let keys = raw
+        .keys
+        .into_iter()
+        .filter_map(|k| serde_json::from_value::<Jwk>(k).ok())
+        .filter(|k| !matches!(k.algorithm, jsonwebtoken::jwk::AlgorithmParameters::Other(_)))
+        .collect();
+    Ok(JwkSet { keys })
+}
+
+/// Whether `jwk` may verify a signature made with `alg`: its type (and curve) fit, its `alg`
+/// when given is that algorithm (a key without `alg` is used by `kty`), and it is not an
+/// encryption-only key.
+fn fits(jwk: &Jwk, alg: Algorithm) -> bool {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, KeyOperations};
+    let kind = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => matches!(
+            alg,
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512
+        ),
+        AlgorithmParameters::EllipticCurve(ec) => matches!(
+            (&ec.curve, alg),
+            (EllipticCurve::P256, Algorithm::ES256) | (EllipticCurve::P384, Algorithm::ES384)
+        ),
+        _ => false,
+    };
+    let alg_ok = jwk.common.key_algorithm.is_none_or(|a| a == alg.into());
+    let use_ok = !matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption));
+    let ops_ok =
+        jwk.common.key_operations.as_ref().is_none_or(|ops| ops.contains(&KeyOperations::Verify));
+    kind && alg_ok && use_ok && ops_ok
+}
+
+fn validation(alg: Algorithm, expect: &Expectations<'_>) -> Validation {
+    let mut validation = Validation::new(alg);
     validation.leeway = expect.leeway.unwrap_or(30);
     let mut required = vec!["exp"];
     required.extend_from_slice(expect.required);
@@ -249,7 +336,15 @@ pub fn verify<C: DeserializeOwned>(
     } else {
         validation.set_audience(expect.audiences);
     }
-    jsonwebtoken::decode::<C>(token, &key, &validation)
+    validation
+}
+
+fn decode<C: DeserializeOwned>(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+) -> Result<C, JoseError> {
+    jsonwebtoken::decode::<C>(token, key, validation)
         .map(|data| data.claims)
         .map_err(|e| JoseError::Rejected(e.to_string()))
 }
@@ -303,6 +398,73 @@ mod tests {
         )
         .unwrap();
         assert_eq!(got.iss, "me");
+    }
+
+    fn id_token_expectations() -> Expectations<'static> {
+        Expectations { algorithms: &ID_TOKEN_ALGORITHMS, ..Default::default() }
+    }
+
+    /// A JWKS as a loose issuer publishes it: no `kid`, no `alg`, no `use`.
+    fn bare(key: &SigningKey) -> JwkSet {
+        let mut jwk = key.public_jwk().clone();
+        jwk.common = Default::default();
+        JwkSet { keys: vec![jwk] }
+    }
+
+    #[test]
+    fn token_without_kid_is_checked_against_each_fitting_key() {
+        let signer = SigningKey::generate(Algorithm::RS256).unwrap();
+        let other_rsa = SigningKey::generate_rs384().unwrap();
+        let ec = SigningKey::generate_es384().unwrap();
+        let token = signer.sign_without_kid(&claims()).unwrap();
+        assert!(peek_header(&token).unwrap().kid.is_none());
+        // One key, without kid or alg: used by its type.
+        assert!(verify::<Claims>(&token, &bare(&signer), &id_token_expectations()).is_ok());
+        // Several keys: the EC key is skipped, the wrong RSA key fails, the right one passes.
+        let mut set = bare(&ec);
+        set.keys.extend(bare(&other_rsa).keys);
+        set.keys.extend(signer.jwks().keys);
+        assert!(verify::<Claims>(&token, &set, &id_token_expectations()).is_ok());
+        // No key of the right type at all.
+        assert!(matches!(
+            verify::<Claims>(&token, &ec.jwks(), &id_token_expectations()),
+            Err(JoseError::NoMatchingKey(Algorithm::RS256))
+        ));
+        // Keys of the right type that did not sign it.
+        assert!(matches!(
+            verify::<Claims>(&token, &bare(&other_rsa), &id_token_expectations()),
+            Err(JoseError::Rejected(_))
+        ));
+    }
+
+    #[test]
+    fn key_with_another_alg_or_for_encryption_is_not_used() {
+        let signer = SigningKey::generate(Algorithm::RS256).unwrap();
+        let token = signer.sign(&claims(), None).unwrap();
+        // The published JWK says RS256; a token claiming RS384 with that kid is refused.
+        let mut relabelled = signer.jwks();
+        relabelled.keys[0].common.key_algorithm = Some(Algorithm::RS384.into());
+        assert!(matches!(
+            verify::<Claims>(&token, &relabelled, &id_token_expectations()),
+            Err(JoseError::UnusableKey(_))
+        ));
+        let mut encryption = bare(&signer);
+        encryption.keys[0].common.public_key_use = Some(PublicKeyUse::Encryption);
+        let token = signer.sign_without_kid(&claims()).unwrap();
+        assert!(matches!(
+            verify::<Claims>(&token, &encryption, &id_token_expectations()),
+            Err(JoseError::NoMatchingKey(_))
+        ));
+    }
+
+    #[test]
+    fn jwks_with_unknown_keys_is_read_tolerantly() {
+        let key = SigningKey::generate_es384().unwrap();
+        let mut doc = serde_json::to_value(key.jwks()).unwrap();
+        doc["keys"].as_array_mut().unwrap().insert(0, serde_json::json!({"kty": "weird", "x": 1}));
+        let set = parse_jwks(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        assert_eq!(set.keys.len(), 1);
+        assert!(parse_jwks(b"[]").is_err());
     }
 
     #[test]

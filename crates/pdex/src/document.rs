@@ -230,6 +230,7 @@ mod tests {
             duplicate_of: None,
             identifiers: vec![],
             resource: serde_json::Value::Null,
+            provenance: vec![],
         }
     }
 

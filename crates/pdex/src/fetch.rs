@@ -103,10 +103,11 @@ pub async fn fetch_history(
         if let Some(end) = &options.end {
             params.push(("end", end.clone()));
         }
-        // The Patient, and the people and places the history refers to, come too.
+        // The Patient, the people and places the history refers to, and the plan's
+        // Provenance (carried into the chart with what it covers) come too.
         let mut with_context = types.clone();
         with_context.extend(
-            ["Patient", "Organization", "Practitioner", "Medication", "Location"]
+            ["Patient", "Organization", "Practitioner", "Medication", "Location", "Provenance"]
                 .map(str::to_owned),
         );
         params.push(("_type", with_context.join(",")));
@@ -129,12 +130,18 @@ pub async fn fetch_history(
             params.push(("_lastUpdated", format!("ge{since}")));
         }
         async move {
-            let borrowed: Vec<(&str, &str)> =
+            let mut borrowed: Vec<(&str, &str)> =
                 params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            (
-                resource_type.clone(),
-                pages(client, token, resource_type, &borrowed, options.max_pages).await,
-            )
+            // The plan's Provenance for each resource, where the server can include it; one
+            // that refuses `_revinclude` is asked again without it.
+            borrowed.push(("_revinclude", "Provenance:target"));
+            let mut result =
+                pages(client, token, resource_type, &borrowed, options.max_pages).await;
+            if matches!(result, Err(FhirError::Status { status: 400, .. })) {
+                borrowed.pop();
+                result = pages(client, token, resource_type, &borrowed, options.max_pages).await;
+            }
+            (resource_type.clone(), result)
         }
     });
     let mut fetched = Fetched::default();

@@ -7,6 +7,7 @@
 //! - [`sensitive`]: behavioural health, substance use, sexual and reproductive health, and
 //!   security labels;
 //! - [`review`]: the compact rows the review page lists;
+//! - [`identity`]: whether the plan's member is the patient in the chart;
 //! - [`filter`]: PDex filters (period, own organisation or practitioner) and the page's own;
 //! - [`writeback`]: the selection as one idempotent transaction with Provenance, and a
 //!   DocumentReference ([`document`]) for what the EMR cannot take as resources.
@@ -17,6 +18,7 @@ pub mod document;
 #[cfg(feature = "client")]
 pub mod fetch;
 pub mod filter;
+pub mod identity;
 pub mod model;
 pub mod normalise;
 pub mod review;

@@ -168,6 +168,10 @@ pub struct HistoryItem {
     /// this is the original). Not sent to the browser with the list.
     #[serde(skip)]
     pub resource: Value,
+    /// The plan's own Provenance records that target this resource (PDex), carried into the
+    /// chart with it. Shared: one record may cover many items.
+    #[serde(skip)]
+    pub provenance: Vec<Arc<Value>>,
 }
 
 impl HistoryItem {

@@ -280,6 +280,7 @@ fn first_reference<'a>(resource: &'a Value, paths: &[&str]) -> Option<&'a Value>
 /// Coverage, Organization…) are context, not items.
 pub fn normalise(resources: Vec<Value>) -> Vec<HistoryItem> {
     let directory = Directory::build(&resources);
+    let provenance = provenance_by_target(&resources);
     let mut items = Vec::with_capacity(resources.len());
     for resource in resources {
         let Some(resource_type) =
@@ -289,9 +290,35 @@ pub fn normalise(resources: Vec<Value>) -> Vec<HistoryItem> {
         };
         let Some(category) = Category::of(&resource_type) else { continue };
         let Some(key) = local_key(&resource) else { continue };
-        items.push(item(&directory, key, resource_type, category, resource));
+        let mut item = item(&directory, key, resource_type, category, resource);
+        item.provenance = provenance.get(&item.key).cloned().unwrap_or_default();
+        items.push(item);
     }
     items
+}
+
+/// The plan's Provenance records (`_revinclude=Provenance:target`, or inside `$everything`)
+/// by the `Type/id` of each resource they target.
+fn provenance_by_target(resources: &[Value]) -> HashMap<String, Vec<Arc<Value>>> {
+    let mut by_target: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
+    for resource in resources {
+        if resource.get("resourceType").and_then(Value::as_str) != Some("Provenance")
+            || resource.get("id").and_then(Value::as_str).is_none()
+        {
+            continue;
+        }
+        let shared = Arc::new(resource.clone());
+        for target in resource.get("target").and_then(Value::as_array).into_iter().flatten() {
+            let local = target
+                .get("reference")
+                .and_then(Value::as_str)
+                .and_then(|r| Reference::parse(r).local());
+            if let Some(key) = local {
+                by_target.entry(key).or_default().push(shared.clone());
+            }
+        }
+    }
+    by_target
 }
 
 fn item(
@@ -486,5 +513,6 @@ fn item(
         duplicate_of: None,
         identifiers: identifiers(r),
         resource,
+        provenance: Vec::new(),
     }
 }

@@ -49,6 +49,10 @@ pub struct LaunchContext {
     pub need_patient_banner: bool,
     pub app_context: Option<String>,
     pub intent: Option<String>,
+    /// SMART `fhirContext` references (`Appointment/…`) sent with the token.
+    pub fhir_context: Vec<String>,
+    /// SMART `tenant`: the healthcare organisation of the launch.
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +69,7 @@ struct PendingRequest {
     state: Option<String>,
     scope: String,
     code_challenge: String,
+    nonce: Option<String>,
     expires_at: u64,
 }
 
@@ -75,6 +80,8 @@ struct CodeGrant {
     code_challenge: String,
     scope: String,
     context: LaunchContext,
+    /// The client's OpenID Connect `nonce`, echoed in the id_token.
+    nonce: Option<String>,
     expires_at: u64,
 }
 
@@ -120,6 +127,10 @@ pub struct AuthServer {
     pub clients: Vec<ClientRegistration>,
     pub access_token_ttl: u64,
     pub smart_style_url: String,
+    /// How id_tokens and the published JWKS look: `true` as most issuers do (`kid` in the
+    /// header, `kid`/`alg`/`use` on the key); `false` as an OpenID Connect issuer with one key
+    /// may (no `kid` in the header, a bare key in the JWKS).
+    pub id_token_kid: bool,
     http: reqwest::Client,
     state: Mutex<AuthState>,
     pub stats: AuthStats,
@@ -208,6 +219,7 @@ pub struct AuthorizeParams {
     pub aud: Option<String>,
     pub code_challenge: Option<String>,
     pub code_challenge_method: Option<String>,
+    pub nonce: Option<String>,
 }
 
 /// What `authorize` decided.
@@ -289,6 +301,7 @@ impl AuthServer {
             clients,
             access_token_ttl,
             smart_style_url: format!("{ehr_base}/smart-style.json"),
+            id_token_kid: true,
             http,
             state: Mutex::default(),
             stats: AuthStats::default(),
@@ -299,6 +312,19 @@ impl AuthServer {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, AuthState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The JWKS at `jwks_uri`. In the loose style the key has no `alg` and no `use` (it keeps
+    /// its `kid`: the same key signs CDS Hooks requests, whose spec requires one).
+    pub fn published_jwks(&self) -> jose::jwk::JwkSet {
+        let mut jwks = self.key.jwks();
+        if !self.id_token_kid {
+            for key in &mut jwks.keys {
+                key.common.key_algorithm = None;
+                key.common.public_key_use = None;
+            }
+        }
+        jwks
     }
 
     pub fn token_endpoint(&self) -> String {
@@ -387,7 +413,7 @@ impl AuthServer {
             "token_endpoint": self.token_endpoint(),
             "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["ES384"],
+            "id_token_signing_alg_values_supported": [self.key.alg()],
         })
     }
 
@@ -447,8 +473,14 @@ impl AuthServer {
             drop(state);
             let record = record
                 .ok_or_else(|| fail("invalid_request", "the launch is unknown, used or expired"))?;
-            let code =
-                self.issue_code(client_id, &redirect_uri, &challenge, &scope, record.context);
+            let code = self.issue_code(
+                client_id,
+                &redirect_uri,
+                &challenge,
+                &scope,
+                record.context,
+                p.nonce.clone(),
+            );
             return Ok(AuthorizeOutcome::Code(code));
         }
         let request_id = random_token();
@@ -462,6 +494,7 @@ impl AuthServer {
                 state: p.state.clone(),
                 scope,
                 code_challenge: challenge,
+                nonce: p.nonce.clone(),
                 expires_at: now + 600,
             },
         );
@@ -506,6 +539,7 @@ impl AuthServer {
                     &request.code_challenge,
                     &request.scope,
                     context,
+                    request.nonce.clone(),
                 );
                 params.push(("code", code));
             }
@@ -523,6 +557,7 @@ impl AuthServer {
         challenge: &str,
         scope: &str,
         context: LaunchContext,
+        nonce: Option<String>,
     ) -> String {
         let code = random_token();
         let now = jose::now();
@@ -536,6 +571,7 @@ impl AuthServer {
                 code_challenge: challenge.to_owned(),
                 scope: scope.to_owned(),
                 context,
+                nonce,
                 expires_at: now + CODE_TTL,
             },
         );
@@ -649,7 +685,14 @@ impl AuthServer {
                     ));
                 }
                 self.stats.code_exchanges.fetch_add(1, Ordering::Relaxed);
-                self.issue_tokens(&client_id, &grant.scope, &grant.context, true, now)
+                self.issue_tokens(
+                    &client_id,
+                    &grant.scope,
+                    &grant.context,
+                    true,
+                    grant.nonce.as_deref(),
+                    now,
+                )
             }
             Some("refresh_token") => {
                 let token = p.refresh_token.as_deref().ok_or_else(|| {
@@ -679,7 +722,8 @@ impl AuthServer {
                     None => grant.scope.clone(),
                 };
                 self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
-                let mut body = self.issue_tokens(&client_id, &scope, &grant.context, false, now)?;
+                let mut body =
+                    self.issue_tokens(&client_id, &scope, &grant.context, false, None, now)?;
                 // The refresh token stays valid (no rotation): echo it so clients keep it.
                 body["refresh_token"] = json!(token);
                 Ok(body)
@@ -693,7 +737,7 @@ impl AuthServer {
                 }
                 let scope = p.scope.clone().unwrap_or_default();
                 let context = LaunchContext { practitioner: String::new(), ..Default::default() };
-                let mut body = self.issue_tokens(&client_id, &scope, &context, false, now)?;
+                let mut body = self.issue_tokens(&client_id, &scope, &context, false, None, now)?;
                 if let Some(map) = body.as_object_mut() {
                     map.retain(|k, _| {
                         matches!(k.as_str(), "access_token" | "token_type" | "expires_in" | "scope")
@@ -714,6 +758,7 @@ impl AuthServer {
         scope: &str,
         context: &LaunchContext,
         first: bool,
+        nonce: Option<&str>,
         now: u64,
     ) -> Result<Value, TokenError> {
         let scopes = ScopeSet::parse(scope);
@@ -749,6 +794,13 @@ impl AuthServer {
         if let Some(intent) = &context.intent {
             body["intent"] = json!(intent);
         }
+        if !context.fhir_context.is_empty() {
+            body["fhirContext"] =
+                context.fhir_context.iter().map(|r| json!({"reference": r})).collect();
+        }
+        if let Some(tenant) = &context.tenant {
+            body["tenant"] = json!(tenant);
+        }
         if first && scopes.contains("openid") {
             #[derive(Serialize)]
             struct IdToken<'a> {
@@ -759,21 +811,24 @@ impl AuthServer {
                 iat: u64,
                 #[serde(rename = "fhirUser", skip_serializing_if = "Option::is_none")]
                 fhir_user: Option<String>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                nonce: Option<&'a str>,
             }
-            let id_token = self
-                .key
-                .sign(
-                    &IdToken {
-                        iss: &self.issuer,
-                        sub: subject,
-                        aud: client_id,
-                        exp: now + 3600,
-                        iat: now,
-                        fhir_user,
-                    },
-                    None,
-                )
-                .map_err(|_| TokenError::new("server_error", "could not sign"))?;
+            let claims = IdToken {
+                iss: &self.issuer,
+                sub: subject,
+                aud: client_id,
+                exp: now + 3600,
+                iat: now,
+                fhir_user,
+                nonce,
+            };
+            let id_token = if self.id_token_kid {
+                self.key.sign(&claims, None)
+            } else {
+                self.key.sign_without_kid(&claims)
+            }
+            .map_err(|_| TokenError::new("server_error", "could not sign"))?;
             body["id_token"] = json!(id_token);
         }
         if first && (scopes.contains("offline_access") || scopes.contains("online_access")) {

@@ -31,6 +31,8 @@ pub struct Booking {
 struct BookedAnswer {
     patient: String,
     practitioner: String,
+    /// The booked Appointment's id, passed to the launched app in SMART `fhirContext`.
+    appointment: String,
     cards: Vec<Card>,
 }
 
@@ -127,6 +129,11 @@ pub async fn book(State(ehr): State<Arc<Ehr>>, Form(form): Form<BookForm>) -> Re
     appointment["start"] = json!(format!("{}T{}:00Z", form.date, form.time));
     appointment["end"] =
         json!(format!("{}T{}:00Z", form.date, form.time).replacen(":00Z", ":30Z", 1));
+    let appointment_id = appointment["id"].as_str().unwrap_or_default().to_owned();
+    // The EHR keeps what it is booking: a card-link launch names it in fhirContext.
+    if let Err(e) = ehr.store.put(appointment.clone()) {
+        tracing::warn!(error = %e, "the sandbox EHR could not keep the appointment");
+    }
     let context = appointment_book::context(&user, &person.patient_id, None, vec![appointment]);
     let mut request = appointment_book::request(&ehr.fhir_base(), context.clone());
 
@@ -172,6 +179,7 @@ pub async fn book(State(ehr): State<Arc<Ehr>>, Form(form): Form<BookForm>) -> Re
         BookedAnswer {
             patient: person.patient_id.clone(),
             practitioner: form.practitioner.clone(),
+            appointment: appointment_id,
             cards: cards.clone(),
         },
     );
@@ -249,6 +257,7 @@ pub async fn launch(State(ehr): State<Arc<Ehr>>, Form(form): Form<LaunchForm>) -
         practitioner: answer.practitioner.clone(),
         need_patient_banner: true,
         app_context: link.app_context.clone(),
+        fhir_context: vec![format!("Appointment/{}", answer.appointment)],
         ..Default::default()
     });
     let Ok(mut url) = Url::parse(&link.url) else { return StatusCode::BAD_REQUEST.into_response() };

@@ -330,7 +330,7 @@ async fn token(
 }
 
 async fn jwks(State(ehr): State<Arc<Ehr>>) -> Json<jose::jwk::JwkSet> {
-    Json(ehr.auth.key.jwks())
+    Json(ehr.auth.published_jwks())
 }
 
 async fn openid_configuration(State(ehr): State<Arc<Ehr>>) -> Json<serde_json::Value> {

@@ -178,10 +178,12 @@ pub fn fhir_json(value: &Value) -> Response {
         .into_response()
 }
 
-/// A failure the EHR is told to produce on the next transaction (tests of what the app does
-/// when the EMR fails).
+/// A failure the EHR is told to produce on the next write request — transaction, batch or
+/// create — (tests of what the app does when the EMR fails).
 #[derive(Debug, Clone)]
 pub enum Fault {
+    /// Handle this request normally (to fail a later one: `[Pass, Fail500]` fails the second).
+    Pass,
     /// Answer 500 without writing anything.
     Fail500,
     /// Write, then answer only after this long (the app has stopped waiting by then).
@@ -196,6 +198,10 @@ pub struct WriteRules {
     /// Resource types that can be created (with conditional create). Empty: read-only.
     pub writable: std::collections::HashSet<String>,
     pub transactions: bool,
+    pub batch: bool,
+    /// The most entries with `ifNoneExist` one transaction may hold; more is refused with
+    /// `too-costly`, as servers that resolve conditional entries under one lock do.
+    pub max_conditional_entries: Option<usize>,
     /// Attachment content types a DocumentReference may carry; `None` accepts any.
     pub attachment_types: Option<Vec<String>>,
     pub faults: std::sync::Mutex<std::collections::VecDeque<Fault>>,
@@ -275,10 +281,11 @@ async fn search_type(
     }
     let grant = api.tokens.verify(&headers)?;
     let reach = grant.reach(&resource_type, Permission::Search)?;
-    let params: Vec<(String, String)> =
+    let mut params: Vec<(String, String)> =
         url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
             .into_owned()
             .collect();
+    let revinclude = take_revinclude(&mut params)?;
     let mut filters = search::parse_filters(&resource_type, &params).map_err(ApiError::invalid)?;
     if let Reach::Patient(patient) = &reach {
         let confine = if resource_type == "Patient" {
@@ -294,7 +301,68 @@ async fn search_type(
         }
     }
     let results = api.store.search(&resource_type, &filters);
-    Ok(fhir_json(&searchset(&api, &format!("{}/{resource_type}", api.base_url), &params, results)?))
+    if revinclude {
+        params.push(("_revinclude".into(), "Provenance:target".into()));
+    }
+    let mut page = searchset(&api, &format!("{}/{resource_type}", api.base_url), &params, results)?;
+    if revinclude {
+        include_provenance(&api, &mut page);
+    }
+    Ok(fhir_json(&page))
+}
+
+/// `_revinclude`: only `Provenance:target` is understood (anything else is refused, as a
+/// strict server does).
+fn take_revinclude(params: &mut Vec<(String, String)>) -> Result<bool, ApiError> {
+    let mut wanted = false;
+    for (_, value) in params.iter().filter(|(k, _)| k == "_revinclude") {
+        if value != "Provenance:target" {
+            return Err(ApiError::invalid(format!(
+                "_revinclude={value} is not supported by this server (only Provenance:target)"
+            )));
+        }
+        wanted = true;
+    }
+    params.retain(|(k, _)| k != "_revinclude");
+    Ok(wanted)
+}
+
+/// Adds to a searchset page the Provenance records that target its matches (`search.mode`
+/// `include`).
+fn include_provenance(api: &FhirApi, page: &mut Value) {
+    let Some(entries) = page.get_mut("entry").and_then(Value::as_array_mut) else { return };
+    let matched: std::collections::HashSet<String> = entries
+        .iter()
+        .filter_map(|e| e.get("resource").and_then(fhir::ResourceExt::local_reference))
+        .collect();
+    let included: Vec<Value> = provenance_for(&api.store, &matched)
+        .into_iter()
+        .map(|r| {
+            let full_url = format!(
+                "{}/Provenance/{}",
+                api.base_url,
+                r.get("id").and_then(Value::as_str).unwrap_or("")
+            );
+            json!({"fullUrl": full_url, "resource": r, "search": {"mode": "include"}})
+        })
+        .collect();
+    entries.extend(included);
+}
+
+/// The Provenance records in `store` that target any of `targets` (`Type/id`).
+fn provenance_for(store: &FhirStore, targets: &std::collections::HashSet<String>) -> Vec<Value> {
+    store
+        .search("Provenance", &[])
+        .into_iter()
+        .filter(|p| {
+            p.get("target").and_then(Value::as_array).into_iter().flatten().any(|t| {
+                t.get("reference")
+                    .and_then(Value::as_str)
+                    .and_then(|r| fhir::Reference::parse(r).local())
+                    .is_some_and(|local| targets.contains(&local))
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -379,8 +447,13 @@ pub fn capability_statement(
         })
         .collect();
     let mut rest = json!({"mode": "server", "resource": resources});
-    if writes.transactions {
-        rest["interaction"] = json!([{"code": "transaction"}]);
+    let system: Vec<Value> = [("transaction", writes.transactions), ("batch", writes.batch)]
+        .into_iter()
+        .filter(|(_, on)| *on)
+        .map(|(code, _)| json!({"code": code}))
+        .collect();
+    if !system.is_empty() {
+        rest["interaction"] = Value::Array(system);
     }
     if let Some(auth_base) = smart {
         rest["security"] = json!({
@@ -461,6 +534,15 @@ async fn everything(
     let (start, end, since) = (get("start"), get("end"), get("_since"));
     let mut resources = api.store.compartment(&id);
     resources.extend(referenced_directory(&api.store, &resources));
+    // Provenance belongs to the compartment through its targets: the records about this
+    // patient's resources come too (and not twice, when one also targets the Patient).
+    let keys: std::collections::HashSet<String> =
+        resources.iter().filter_map(fhir::ResourceExt::local_reference).collect();
+    resources.extend(provenance_for(&api.store, &keys).into_iter().filter(|p| {
+        p.get("id")
+            .and_then(Value::as_str)
+            .is_some_and(|id| !keys.contains(&format!("Provenance/{id}")))
+    }));
     let results: Vec<Value> = resources
         .into_iter()
         .filter(|r| {
@@ -559,13 +641,35 @@ fn store_error(e: crate::store::StoreError) -> ApiError {
     ApiError::new(status, code, e.to_string())
 }
 
-/// `POST [base]` with a transaction Bundle.
+impl WriteRules {
+    fn next_fault(&self) -> Option<Fault> {
+        self.faults.lock().ok().and_then(|mut f| f.pop_front())
+    }
+}
+
+fn injected_failure() -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", "the EHR failed (injected fault)")
+}
+
+/// `POST [base]` with a transaction or batch Bundle.
 async fn transaction(
     State(api): State<FhirApi>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let grant = api.tokens.verify(&headers)?;
+    let bundle: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(format!("the body is not JSON: {e}")))?;
+    let entries = bundle.get("entry").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    match bundle.get("type").and_then(Value::as_str) {
+        Some("transaction") => {}
+        Some("batch") => return batch(&api, &grant, entries),
+        _ => {
+            return Err(ApiError::invalid(
+                "POST [base] takes a Bundle of type transaction or batch",
+            ))
+        }
+    }
     if !api.writes.transactions {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -573,22 +677,25 @@ async fn transaction(
             "this EHR does not accept transactions",
         ));
     }
-    let bundle: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid(format!("the body is not JSON: {e}")))?;
-    for (i, entry) in
-        bundle.get("entry").and_then(Value::as_array).into_iter().flatten().enumerate()
-    {
+    let conditional =
+        entries.iter().filter(|e| e.pointer("/request/ifNoneExist").is_some()).count();
+    if let Some(cap) = api.writes.max_conditional_entries.filter(|cap| conditional > *cap) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "too-costly",
+            format!(
+                "This server accepts at most {cap} conditional entries in a transaction; the bundle has {conditional}."
+            ),
+        ));
+    }
+    for (i, entry) in entries.iter().enumerate() {
         if let Some(resource) = entry.get("resource") {
             check_write(&api, &grant, resource, Some(i))?;
         }
     }
-    let fault = api.writes.faults.lock().ok().and_then(|mut f| f.pop_front());
+    let fault = api.writes.next_fault();
     if matches!(fault, Some(Fault::Fail500)) {
-        return Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "exception",
-            "the EHR failed (injected fault)",
-        ));
+        return Err(injected_failure());
     }
     let response = api.store.transaction(bundle).map_err(store_error)?;
     match fault {
@@ -613,6 +720,65 @@ async fn transaction(
     }
 }
 
+/// A batch: each entry (a create, conditional with `ifNoneExist`) on its own, each with its
+/// own `response` in a `batch-response` (a refused entry carries its OperationOutcome).
+fn batch(api: &FhirApi, grant: &Grant, entries: &[Value]) -> Result<Response, ApiError> {
+    if !api.writes.batch {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "not-supported",
+            "this EHR does not accept batches",
+        ));
+    }
+    if matches!(api.writes.next_fault(), Some(Fault::Fail500)) {
+        return Err(injected_failure());
+    }
+    let responses: Vec<Value> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| match batch_entry(api, grant, entry, i) {
+            Ok((status, stored)) => json!({"response": {
+                "status": status,
+                "location": format!(
+                    "{}/{}",
+                    stored.get("resourceType").and_then(Value::as_str).unwrap_or(""),
+                    stored.get("id").and_then(Value::as_str).unwrap_or("")
+                ),
+            }}),
+            Err(e) => json!({"response": {
+                "status": e.status.as_u16().to_string(),
+                "outcome": operation_outcome("error", e.code, &e.message),
+            }}),
+        })
+        .collect();
+    Ok(fhir_json(&json!({"resourceType": "Bundle", "type": "batch-response", "entry": responses})))
+}
+
+fn batch_entry(
+    api: &FhirApi,
+    grant: &Grant,
+    entry: &Value,
+    i: usize,
+) -> Result<(&'static str, Value), ApiError> {
+    let resource = entry
+        .get("resource")
+        .ok_or_else(|| ApiError::invalid(format!("entry[{i}] has no resource")))?;
+    let method = entry.pointer("/request/method").and_then(Value::as_str);
+    let url = entry.pointer("/request/url").and_then(Value::as_str);
+    let kind = resource.get("resourceType").and_then(Value::as_str);
+    if method != Some("POST") || url.is_none() || url != kind {
+        return Err(ApiError::invalid(format!(
+            "entry[{i}]: this EHR takes only creates (POST [type]) in a batch"
+        )));
+    }
+    check_write(api, grant, resource, Some(i))?;
+    let if_none_exist = entry.pointer("/request/ifNoneExist").and_then(Value::as_str);
+    match api.store.create(resource.clone(), if_none_exist).map_err(store_error)? {
+        crate::store::Created::New(r) => Ok(("201 Created", r)),
+        crate::store::Created::Existing(r) => Ok(("200 OK", r)),
+    }
+}
+
 /// `POST [base]/{type}`, with `If-None-Exist` for a conditional create.
 async fn create(
     State(api): State<FhirApi>,
@@ -627,6 +793,9 @@ async fn create(
         return Err(ApiError::invalid("the resource type does not match the URL"));
     }
     check_write(&api, &grant, &resource, None)?;
+    if matches!(api.writes.next_fault(), Some(Fault::Fail500)) {
+        return Err(injected_failure());
+    }
     let if_none_exist = headers.get("if-none-exist").and_then(|v| v.to_str().ok());
     let (status, stored) = match api.store.create(resource, if_none_exist).map_err(store_error)? {
         crate::store::Created::New(r) => (StatusCode::CREATED, r),

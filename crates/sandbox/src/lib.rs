@@ -54,6 +54,14 @@ pub struct SandboxConfig {
     pub ehr_writable: Option<Vec<String>>,
     /// Whether the EHR accepts transactions.
     pub ehr_transactions: bool,
+    /// Whether the EHR accepts batches.
+    pub ehr_batch: bool,
+    /// The most conditional entries (`ifNoneExist`) the EHR takes in one transaction; a
+    /// larger one is refused with `too-costly`, as several real servers do. `None`: no limit.
+    pub ehr_max_conditional_entries: Option<usize>,
+    /// Whether the EHR's id_tokens carry `kid` (and its JWKS `alg`/`use`); `false` behaves
+    /// like an OpenID Connect issuer with a single key that leaves them out.
+    pub ehr_id_token_kid: bool,
     /// Attachment content types the EHR accepts in a DocumentReference; `None` accepts any.
     pub ehr_attachment_types: Option<Vec<String>>,
     /// The FHIR base the EHR's tokens are for and its launches name, when it is not the
@@ -77,6 +85,9 @@ impl Default for SandboxConfig {
             plan_token_ttl_secs: 900,
             ehr_writable: None,
             ehr_transactions: true,
+            ehr_batch: true,
+            ehr_max_conditional_entries: None,
+            ehr_id_token_kid: true,
             ehr_attachment_types: None,
             ehr_fhir_base: None,
         }
@@ -181,6 +192,7 @@ impl Sandbox {
         if let Some(base) = &config.ehr_fhir_base {
             auth.fhir_base = base.trim_end_matches('/').to_owned();
         }
+        auth.id_token_kid = config.ehr_id_token_kid;
         let fhir_base = auth.fhir_base.clone();
         let ehr_fhir_base = Url::parse(&fhir_base).map_err(|e| SandboxError::Url(e.to_string()))?;
         let writes = fhir_api::WriteRules {
@@ -191,6 +203,8 @@ impl Sandbox {
                 .into_iter()
                 .collect(),
             transactions: config.ehr_transactions,
+            batch: config.ehr_batch,
+            max_conditional_entries: config.ehr_max_conditional_entries,
             attachment_types: config.ehr_attachment_types.clone(),
             faults: Default::default(),
         };

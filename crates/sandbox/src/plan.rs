@@ -146,13 +146,44 @@ pub fn plan_resources(
             "period": {"start": "2021-01-01"},
         }));
         if !m.patient_id.ends_with("-dup") {
-            out.extend(
-                crate::history::HistoryBuilder::new(person, &m.patient_id, seed)
-                    .build(history_size),
-            );
+            let history = crate::history::HistoryBuilder::new(person, &m.patient_id, seed)
+                .build(history_size);
+            out.extend(plan_provenance(&m.patient_id, &history));
+            out.extend(history);
         }
     }
     out
+}
+
+/// Resources one plan Provenance record covers: a claim load or a clinical feed, as plans
+/// record them (PDex asks plans to keep and pass on the Provenance of what they received).
+const PROVENANCE_BATCH: usize = 25;
+
+/// The plan's Provenance for a member's history: one record per batch of resources, the
+/// plan as transmitter and the recorded load date.
+fn plan_provenance(member_patient_id: &str, history: &[Value]) -> Vec<Value> {
+    history
+        .chunks(PROVENANCE_BATCH)
+        .enumerate()
+        .map(|(n, batch)| {
+            let targets: Vec<Value> = batch
+                .iter()
+                .filter_map(fhir::ResourceExt::local_reference)
+                .map(|r| json!({"reference": r}))
+                .collect();
+            json!({
+                "resourceType": "Provenance",
+                "id": format!("{member_patient_id}-prov-{:03}", n + 1),
+                "target": targets,
+                "recorded": "2026-01-15T08:00:00Z",
+                "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE"}]},
+                "agent": [{
+                    "type": {"coding": [{"system": "http://hl7.org/fhir/us/core/CodeSystem/us-core-provenance-participant-type", "code": "transmitter"}]},
+                    "who": {"reference": "Organization/payer-sbx"},
+                }],
+            })
+        })
+        .collect()
 }
 
 /// The plan FHIR API's CapabilityStatement: read/search and `$everything`.
@@ -173,6 +204,7 @@ pub fn capability_statement(fhir_base: &str, auth_base: &str) -> Value {
             "Immunization",
             "AllergyIntolerance",
             "ExplanationOfBenefit",
+            "Provenance",
         ],
         Some(auth_base),
         &crate::fhir_api::WriteRules::default(),

@@ -137,8 +137,10 @@ async fn ehr_launch_with_private_key_jwt_returns_the_full_token_response() {
     assert_eq!(token.context.encounter.as_deref(), Some("pat-001-enc-2"));
     assert_eq!(token.context.need_patient_banner, Some(true));
     assert!(token.context.smart_style_url.is_some());
-    let claims =
-        client.verify_id_token(&config, token.context.id_token.as_ref().unwrap()).await.unwrap();
+    let claims = client
+        .verify_id_token(&config, token.context.id_token.as_ref().unwrap(), pending.nonce.as_ref())
+        .await
+        .unwrap();
     assert_eq!(
         claims.fhir_user.unwrap(),
         format!("{}/Practitioner/prac-chen", f.sandbox.ehr_fhir_base())

@@ -96,6 +96,10 @@ pub struct EhrConfig {
     /// Seconds to wait for the EHR's FHIR API (a write included) before saying it did not answer.
     #[serde(default = "default_ehr_timeout")]
     pub timeout_seconds: u64,
+    /// Most entries Member History puts in one transaction or batch to this EHR; unset: one
+    /// transaction for the whole selection, split only when the EHR refuses it for its size.
+    #[serde(default)]
+    pub max_entries_per_request: Option<usize>,
 }
 
 fn default_ehr_timeout() -> u64 {

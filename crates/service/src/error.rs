@@ -47,6 +47,10 @@ pub enum ServiceError {
     /// The plan could not be asked; the message names the plan and says what to do.
     #[error("plan: {0}")]
     Plan(String),
+    /// The plan's member did not pass the identity check; the message says what did not
+    /// match and what to do.
+    #[error("member identity: {0}")]
+    MemberMismatch(String),
     /// The write-back did not happen; the message says why and that retrying is safe.
     #[error("write: {0}")]
     Write(String),
@@ -92,6 +96,7 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::BadRequest(m) => ApiError::new(ErrorCode::BadRequest, m.clone()),
             ServiceError::Plan(m) => ApiError::new(ErrorCode::PlanUnavailable, m.clone()),
+            ServiceError::MemberMismatch(m) => ApiError::new(ErrorCode::MemberMismatch, m.clone()),
             ServiceError::Write(m) => ApiError::new(ErrorCode::EhrUnavailable, m.clone()),
             ServiceError::Session(_) | ServiceError::Internal(_) => {
                 tracing::error!(error = %e, "internal error");

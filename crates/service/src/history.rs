@@ -28,6 +28,8 @@ const CAPABILITY_TTL: std::time::Duration = std::time::Duration::from_secs(3600)
 #[derive(Debug, Clone)]
 pub struct HistoryState {
     pub payer_id: String,
+    /// The member's Patient id at the plan the items came from.
+    pub member_patient: String,
     pub items: Arc<Vec<HistoryItem>>,
     pub selected: HashSet<String>,
     pub own: Own,
@@ -70,16 +72,27 @@ pub async fn load(
     let payer = state
         .payer(&plan.payer_id)
         .ok_or_else(|| ServiceError::Internal("payer no longer configured".into()))?;
-    if let Some(history) = &snapshot.history {
-        if !refresh && history.payer_id == plan.payer_id {
+    // Nothing of the plan's is read for review until its member is confirmed as this patient.
+    let plan = crate::plan::follow_if_needed(state, &launch, payer, plan).await;
+    if let Some(mismatch) = &plan.mismatch {
+        return Err(ServiceError::MemberMismatch(mismatch.message.clone()));
+    }
+    let mut access = match (&plan.access, &plan.member) {
+        (Some(access), Some(_)) => access.clone(),
+        _ => {
+            return Err(ServiceError::Plan(plan.data_problem.clone().unwrap_or_else(|| {
+                format!("{} did not say where the member's data is.", payer.config.name)
+            })))
+        }
+    };
+    let member_patient = access.patient.clone();
+    let same_member =
+        |h: &HistoryState| h.payer_id == plan.payer_id && h.member_patient == member_patient;
+    if let Some(history) = snapshot.history.as_ref().filter(|h| same_member(h)) {
+        if !refresh {
             return Ok(history.view(&payer.config.name));
         }
     }
-    let mut access = plan.access.clone().ok_or_else(|| {
-        ServiceError::Plan(plan.data_problem.clone().unwrap_or_else(|| {
-            format!("{} did not say where the member's data is.", payer.config.name)
-        }))
-    })?;
     let token = plan_token(state, payer, &mut access).await.map_err(ServiceError::Plan)?;
     let client = fhir::FhirClient::new(state.http.clone(), access.fhir_base.clone(), &state.limits);
     let token_str = token.as_ref().map(|t| t.expose().to_owned());
@@ -134,7 +147,7 @@ pub async fn load(
     let previous = guard.history.take();
     let selected: HashSet<String> = match previous {
         // A refresh keeps the clinician's choices for items still there; new items get the default.
-        Some(old) if old.payer_id == plan.payer_id => {
+        Some(old) if same_member(&old) => {
             let known: HashSet<&String> = old.items.iter().map(|i| &i.key).collect();
             items
                 .iter()
@@ -152,6 +165,7 @@ pub async fn load(
     };
     let history = HistoryState {
         payer_id: plan.payer_id.clone(),
+        member_patient: member_patient.clone(),
         items: Arc::new(items),
         selected,
         own,

@@ -85,7 +85,9 @@ pub async fn complete(
     let token = ehr.client.exchange_code(&config, &pending, &code).await?;
 
     let fhir_user = match &token.context.id_token {
-        Some(id_token) => ehr.client.verify_id_token(&config, id_token).await?.fhir_user,
+        Some(id_token) => {
+            ehr.client.verify_id_token(&config, id_token, pending.nonce.as_ref()).await?.fhir_user
+        }
         None => None,
     };
     let patient_id = token.context.patient.clone().ok_or(LaunchError::NoPatient)?;
@@ -107,6 +109,9 @@ pub async fn complete(
             || !pending.ehr_launch,
         smart_style_url: token.context.smart_style_url.clone(),
         app_context: token.context.app_context.clone(),
+        appointment_id: context_appointment(&token.context.fhir_context),
+        intent: token.context.intent.clone(),
+        tenant: token.context.tenant.clone(),
         style: None,
         identification: None,
         history: None,
@@ -124,4 +129,57 @@ pub async fn complete(
     session::add_launch(session, &id).await?;
     tracing::info!(ehr = %ehr.config.id, ?kind, "SMART launch completed");
     Ok(id)
+}
+
+/// The Appointment named in SMART `fhirContext` (`reference` `Appointment/{id}`, `type`
+/// optional), if exactly one is.
+fn context_appointment(items: &[smart::token::FhirContextItem]) -> Option<String> {
+    let ids: Vec<String> = items
+        .iter()
+        .filter(|i| i.resource_type.as_deref().is_none_or(|t| t == "Appointment"))
+        .filter_map(|i| i.reference.as_deref())
+        .filter_map(|r| match fhir::Reference::parse(r) {
+            fhir::Reference::Local { resource_type, id } if resource_type == "Appointment" => {
+                Some(id)
+            }
+            _ => None,
+        })
+        .collect();
+    match ids.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod context_tests {
+    use super::context_appointment;
+    use smart::token::FhirContextItem;
+
+    fn item(reference: &str, resource_type: Option<&str>) -> FhirContextItem {
+        FhirContextItem {
+            reference: Some(reference.into()),
+            resource_type: resource_type.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_one_appointment_in_fhir_context_is_found() {
+        assert_eq!(context_appointment(&[item("Appointment/a1", None)]).as_deref(), Some("a1"));
+        assert_eq!(
+            context_appointment(&[
+                item("Encounter/e1", None),
+                item("Appointment/a2", Some("Appointment"))
+            ])
+            .as_deref(),
+            Some("a2")
+        );
+        assert_eq!(context_appointment(&[item("Encounter/e1", None)]), None);
+        // Two appointments: which one is meant is not ours to guess.
+        assert_eq!(
+            context_appointment(&[item("Appointment/a1", None), item("Appointment/a2", None)]),
+            None
+        );
+    }
 }

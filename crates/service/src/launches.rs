@@ -25,6 +25,14 @@ pub struct Launch {
     pub smart_style_url: Option<String>,
     /// CDS Hooks card-link `appContext`, verbatim.
     pub app_context: Option<String>,
+    /// The Appointment the EHR launched us for (SMART `fhirContext`): the appointment sent in
+    /// the `appointment-book` request instead of a proposed one made up here.
+    pub appointment_id: Option<String>,
+    /// SMART `intent` (e.g. `reconcile`), as the EHR sent it.
+    pub intent: Option<String>,
+    /// SMART `tenant`: the healthcare organisation of the launch, passed to the plan as the
+    /// CDS Hooks JWT `tenant`.
+    pub tenant: Option<String>,
     /// The style fetched from `smart_style_url`, once.
     pub style: Option<api::SmartStyle>,
     /// Which plan covers the patient and how the member is named (read once).

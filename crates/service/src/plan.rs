@@ -49,8 +49,11 @@ pub struct PlanState {
     pub cards: Vec<CheckedCard>,
     pub notes: Vec<String>,
     pub access: Option<PlanAccess>,
+    /// The member, once the identity check confirmed them as the launched patient.
     pub member: Option<PlanMember>,
     pub data_problem: Option<String>,
+    /// The identity check failed: nothing of the plan's data is shown or written.
+    pub mismatch: Option<api::MemberMismatch>,
     /// Feedback sent, by card index.
     pub feedback: HashMap<usize, CardFeedback>,
 }
@@ -247,6 +250,13 @@ pub async fn request_history(
             "A member id has only letters, digits, '-', '_' and '.'.".into(),
         ));
     }
+    // A typed member id is for a patient whose coverage does not name the member; where it
+    // does, the coverage decides (a typed id could name anyone).
+    if typed.is_some() && identified.as_ref().is_some_and(|i| i.member_id.is_some()) {
+        return Err(ServiceError::BadRequest(
+            "The patient's coverage already gives the member id, so Member History asks the plan with it. If it is wrong, correct the coverage in the EHR.".into(),
+        ));
+    }
     let identified = match (identified, ask.payer_id.as_deref(), typed) {
         (_, Some(payer_id), Some(member_id)) => {
             let payer = state
@@ -281,7 +291,15 @@ pub async fn request_history(
         }
     }
     let plan = follow_if_needed(state, &launch, payer, plan).await;
-    launch.lock().await.plan = Some(plan.clone());
+    {
+        let mut guard = launch.lock().await;
+        // A history read for another member (or none confirmed) does not stay under review.
+        let member = plan.member.as_ref().and(plan.access.as_ref()).map(|a| &a.patient);
+        if guard.history.as_ref().is_some_and(|h| Some(&h.member_patient) != member) {
+            guard.history = None;
+        }
+        guard.plan = Some(plan.clone());
+    }
     Ok(answer_view(payer, &plan))
 }
 
@@ -328,12 +346,7 @@ async fn ask_plan(
                 "The EHR did not say who is signed in (fhirUser), which the plan needs. Ask your EHR administrator to grant Member History the openid and fhirUser scopes.".into(),
             )
         })?;
-    let appointment = appointment_book::proposed_appointment(
-        &uuid::Uuid::new_v4().to_string(),
-        &snapshot.patient_id,
-        &user_id,
-        "Member history request",
-    );
+    let appointment = hook_appointment(state, launch, snapshot, &user_id).await?;
     let context = appointment_book::context(
         &user_id,
         &snapshot.patient_id,
@@ -379,8 +392,11 @@ async fn ask_plan(
         patient.as_ref(),
     ));
 
-    let answer =
-        payer.cds.call(&payer.config.cds_base, &service.id, &request).await.map_err(plan_error)?;
+    let answer = payer
+        .cds
+        .call_for_tenant(&payer.config.cds_base, &service.id, &request, snapshot.tenant.as_deref())
+        .await
+        .map_err(plan_error)?;
     tracing::info!(
         payer = %payer.config.id,
         hook_instance = %request.hook_instance,
@@ -407,6 +423,7 @@ async fn ask_plan(
         access: None,
         member: None,
         data_problem: None,
+        mismatch: None,
         feedback: HashMap::new(),
     };
     if outcome == AnswerOutcome::Matched {
@@ -421,6 +438,49 @@ async fn ask_plan(
         }
     }
     Ok(plan)
+}
+
+/// The appointment the `appointment-book` request carries: the EHR's own Appointment when it
+/// launched us for one (SMART `fhirContext`) and it is this patient's, else a proposed one
+/// for this request.
+async fn hook_appointment(
+    state: &AppState,
+    launch: &Arc<Mutex<Launch>>,
+    snapshot: &Launch,
+    user_id: &str,
+) -> Result<Value, ServiceError> {
+    if let Some(id) = snapshot.appointment_id.clone() {
+        let read = with_emr(state, launch, |client, token| {
+            let id = id.clone();
+            async move { client.read(Some(token.expose()), "Appointment", &id).await }
+        })
+        .await;
+        let patient = format!("Patient/{}", snapshot.patient_id);
+        match read {
+            Ok(appointment) if names_patient(&appointment, &patient) => return Ok(appointment),
+            // Never send the plan an appointment of someone else.
+            Ok(_) => tracing::warn!("the launch's Appointment does not name the launched patient; a proposed one is sent"),
+            Err(e) => tracing::warn!(error = %e, "could not read the launch's Appointment; a proposed one is sent"),
+        }
+    }
+    Ok(appointment_book::proposed_appointment(
+        &uuid::Uuid::new_v4().to_string(),
+        &snapshot.patient_id,
+        user_id,
+        "Member history request",
+    ))
+}
+
+/// Whether an Appointment has `patient` (`Patient/{id}`) among its participants.
+fn names_patient(appointment: &Value, patient: &str) -> bool {
+    appointment.get("resourceType").and_then(Value::as_str) == Some("Appointment")
+        && appointment
+            .get("participant")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.pointer("/actor/reference").and_then(Value::as_str))
+            .any(|r| fhir::Reference::parse(r).local().as_deref() == Some(patient))
 }
 
 /// Accepts a pointer only to the payer's configured FHIR API: a card cannot send our
@@ -471,6 +531,7 @@ pub fn from_app_context(state: &AppState, app_context: &str) -> Option<PlanState
         access: Some(access),
         member: None,
         data_problem: None,
+        mismatch: None,
         feedback: HashMap::new(),
     })
 }
@@ -503,20 +564,22 @@ pub async fn plan_token(
     Ok(Some(response.access_token))
 }
 
-/// Reads the member's record at the plan once (name, birth date, how many records), so the
-/// page shows whose data it is about to review.
-async fn follow_if_needed(
+/// Reads the member's record at the plan once and checks it is the launched patient
+/// ([`pdex::identity`]), so the page shows whose data it is about to review, or why it
+/// shows none.
+pub(crate) async fn follow_if_needed(
     state: &AppState,
     launch: &Arc<Mutex<Launch>>,
     payer: &PayerRuntime,
     mut plan: PlanState,
 ) -> PlanState {
-    if plan.member.is_some() || plan.data_problem.is_some() {
+    if plan.member.is_some() || plan.data_problem.is_some() || plan.mismatch.is_some() {
         return plan;
     }
     let Some(mut access) = plan.access.clone() else { return plan };
-    match member_summary(state, payer, &mut access).await {
-        Ok(member) => plan.member = Some(member),
+    match member_summary(state, launch, payer, &mut access).await {
+        Ok(Followed::Member(member)) => plan.member = Some(member),
+        Ok(Followed::Mismatch(mismatch)) => plan.mismatch = Some(mismatch),
         Err(problem) => plan.data_problem = Some(problem),
     }
     plan.access = Some(access);
@@ -524,17 +587,25 @@ async fn follow_if_needed(
         if stored.hook_instance == plan.hook_instance {
             stored.member = plan.member.clone();
             stored.data_problem = plan.data_problem.clone();
+            stored.mismatch = plan.mismatch.clone();
             stored.access = plan.access.clone();
         }
     }
     plan
 }
 
+/// What following the plan's answer found.
+enum Followed {
+    Member(PlanMember),
+    Mismatch(api::MemberMismatch),
+}
+
 async fn member_summary(
     state: &AppState,
+    launch: &Arc<Mutex<Launch>>,
     payer: &PayerRuntime,
     access: &mut PlanAccess,
-) -> Result<PlanMember, String> {
+) -> Result<Followed, String> {
     let token = plan_token(state, payer, access).await?;
     let client = fhir::FhirClient::new(state.http.clone(), access.fhir_base.clone(), &state.limits);
     let token = token.as_ref().map(Secret::expose);
@@ -542,21 +613,100 @@ async fn member_summary(
         tracing::warn!(payer = %payer.config.id, error = %e, "plan FHIR API read failed");
         format!("Member History could not read {}'s data: {e}.", payer.config.name)
     };
+    let (plan_patient, emr_patient) =
+        tokio::join!(client.read(token, "Patient", &access.patient), emr_patient(state, launch));
+    let plan_patient = plan_patient.map_err(unreadable)?;
+    let emr_patient = emr_patient.map_err(|e| {
+        tracing::warn!(error = %e, "could not read the EMR patient for the identity check");
+        "Member History could not read the patient's record in the EHR to check it is the plan's member. Try again.".to_owned()
+    })?;
+    if let Err(mismatch) = check_identity(payer, &emr_patient, &plan_patient) {
+        return Ok(Followed::Mismatch(mismatch));
+    }
     let everything_path = format!("Patient/{}/$everything", access.patient);
-    let (patient, everything) = tokio::join!(
-        client.read(token, "Patient", &access.patient),
-        client.search(token, &everything_path, &[("_count", "1")]),
-    );
-    let (patient, everything) = (patient.map_err(unreadable)?, everything.map_err(unreadable)?);
-    Ok(PlanMember {
-        name: fhir::display_name(&patient).unwrap_or_else(|| "Unnamed member".into()),
-        birth_date: patient.str_at("birthDate").map(str::to_owned),
+    let everything =
+        client.search(token, &everything_path, &[("_count", "1")]).await.map_err(unreadable)?;
+    Ok(Followed::Member(PlanMember {
+        name: fhir::display_name(&plan_patient).unwrap_or_else(|| "Unnamed member".into()),
+        birth_date: plan_patient.str_at("birthDate").map(str::to_owned),
         member_id: access
             .member_id
             .clone()
-            .or_else(|| pdex::member_id(&patient).map(str::to_owned)),
+            .or_else(|| pdex::member_id(&plan_patient).map(str::to_owned)),
         records: everything.total,
+    }))
+}
+
+/// The launched patient's record in the EMR.
+pub async fn emr_patient(
+    state: &AppState,
+    launch: &Arc<Mutex<Launch>>,
+) -> Result<Value, ServiceError> {
+    let patient_id = launch.lock().await.patient_id.clone();
+    with_emr(state, launch, |client, token| {
+        let id = patient_id.clone();
+        async move { client.read(Some(token.expose()), "Patient", &id).await }
     })
+    .await
+}
+
+/// The identity check ([`::pdex::identity::check`]); a mismatch is logged (which parts, never
+/// names or values) and described for the page.
+fn check_identity(
+    payer: &PayerRuntime,
+    emr_patient: &Value,
+    plan_patient: &Value,
+) -> Result<(), api::MemberMismatch> {
+    let ::pdex::identity::IdentityMatch::Mismatch(fields) =
+        ::pdex::identity::check(emr_patient, plan_patient)
+    else {
+        return Ok(());
+    };
+    let codes: Vec<&str> = fields.iter().map(|f| f.code()).collect();
+    tracing::warn!(
+        payer = %payer.config.id,
+        mismatched = ?codes,
+        "member identity check failed: the plan's member is not the launched patient; nothing shown or written"
+    );
+    Err(mismatch_view(&payer.config.name, fields))
+}
+
+fn mismatch_view(plan: &str, fields: Vec<::pdex::identity::IdentityField>) -> api::MemberMismatch {
+    let parts: Vec<&str> = fields.iter().map(|f| f.describe()).collect();
+    let differ = match parts.as_slice() {
+        [one] => format!("the {one} differs"),
+        [init @ .., last] => format!("the {} and {last} differ", init.join(", ")),
+        [] => "it differs".to_owned(),
+    };
+    let message = format!(
+        "{plan}'s member record does not match this patient: {differ}. Nothing from {plan} is shown or written into this chart. Check the member id on the patient's insurance card and the patient's name, birth date and sex in the EHR, then ask again; if they are right, contact {plan}."
+    );
+    api::MemberMismatch { fields, message }
+}
+
+/// Before a write: reads the plan's member again and repeats the identity check against the
+/// EMR patient, whatever the browser sent.
+pub async fn recheck_member(
+    state: &AppState,
+    payer: &PayerRuntime,
+    access: &PlanAccess,
+    emr_patient: &Value,
+) -> Result<(), ServiceError> {
+    let mut access = access.clone();
+    let token = plan_token(state, payer, &mut access).await.map_err(ServiceError::Plan)?;
+    let client = fhir::FhirClient::new(state.http.clone(), access.fhir_base.clone(), &state.limits);
+    let plan_patient =
+        client.read(token.as_ref().map(Secret::expose), "Patient", &access.patient).await.map_err(
+            |e| {
+                tracing::warn!(payer = %payer.config.id, error = %e, "plan member re-read failed");
+                ServiceError::Plan(format!(
+                    "Member History could not confirm with {} that its member is this patient, so nothing was written. Try again.",
+                    payer.config.name
+                ))
+            },
+        )?;
+    check_identity(payer, emr_patient, &plan_patient)
+        .map_err(|m| ServiceError::MemberMismatch(m.message))
 }
 
 /// The page's view of a plan state.
@@ -573,6 +723,7 @@ pub fn answer_view(payer: &PayerRuntime, plan: &PlanState) -> PlanAnswer {
         notes: plan.notes.clone(),
         member: plan.member.clone(),
         data_problem: plan.data_problem.clone(),
+        member_mismatch: plan.mismatch.clone(),
     }
 }
 
@@ -773,4 +924,20 @@ pub(crate) fn now_rfc3339() -> String {
         .replace_nanosecond(0)
         .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
     now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+    use ::pdex::identity::IdentityField;
+
+    #[test]
+    fn the_mismatch_message_names_the_parts_and_what_to_do() {
+        let m = mismatch_view("Acme Health", vec![IdentityField::BirthDate, IdentityField::Name]);
+        assert!(m.message.contains("the birth date and name differ"), "{}", m.message);
+        assert!(m.message.contains("Nothing from Acme Health is shown or written"));
+        assert!(m.message.contains("insurance card"));
+        let one = mismatch_view("Acme Health", vec![IdentityField::Sex]);
+        assert!(one.message.contains("the sex differs"));
+    }
 }

@@ -17,6 +17,9 @@ pub struct EhrRuntime {
     /// What the EHR accepts for writing (from its CapabilityStatement), read once an hour.
     pub write_capabilities:
         tokio::sync::Mutex<Option<(std::time::Instant, pdex::writeback::WriteCapabilities)>>,
+    /// The most entries per transaction this EHR took, once it refused a larger one: later
+    /// writes split the same way from the start (and a retry finds the same parts).
+    pub learned_write_limit: std::sync::Mutex<Option<usize>>,
 }
 
 /// One configured health plan: its discovery document (cached) and, for SMART Backend
@@ -90,6 +93,7 @@ impl AppState {
                         http.clone(),
                     ),
                     write_capabilities: tokio::sync::Mutex::new(None),
+                    learned_write_limit: std::sync::Mutex::new(None),
                 }
             })
             .collect();

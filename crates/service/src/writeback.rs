@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use api::{ItemOutcome, OutcomeStatus, WritePreview, WriteResult};
 use pdex::writeback::{
-    self as wb, DocumentFormat, EmrTarget, EntryRole, EntryStatus, PlanSource, WriteCapabilities,
+    self as wb, EmrTarget, EntryRole, EntryStatus, PlanSource, WriteCapabilities,
 };
 use pdex::{Category, HistoryItem};
 use tokio::sync::Mutex;
@@ -122,8 +122,50 @@ pub async fn preview(
     })
 }
 
-/// Writes the selection. On failure nothing is half-written (one transaction) and the
-/// selection is untouched; a retry finds what a lost answer had already written.
+/// The EMR behind the launch's token (refreshed, and retried once on 401, by `with_emr`).
+struct LaunchEmr<'a> {
+    state: &'a AppState,
+    launch: &'a Arc<Mutex<Launch>>,
+}
+
+impl wb::EmrWriter for LaunchEmr<'_> {
+    async fn post_bundle(&self, bundle: &fhir::Bundle) -> Result<fhir::Bundle, fhir::FhirError> {
+        unwrap_ehr(
+            with_emr(self.state, self.launch, |client, token| async move {
+                client.transaction(Some(token.expose()), bundle).await
+            })
+            .await,
+        )
+    }
+
+    async fn create(
+        &self,
+        resource: &serde_json::Value,
+        if_none_exist: Option<&str>,
+    ) -> Result<fhir::client::Created, fhir::FhirError> {
+        unwrap_ehr(
+            with_emr(self.state, self.launch, |client, token| async move {
+                client.create(Some(token.expose()), resource, if_none_exist).await
+            })
+            .await,
+        )
+    }
+}
+
+/// The EMR's own error back out of `with_emr` (a failed token refresh reads as a 401).
+fn unwrap_ehr<T>(result: Result<T, ServiceError>) -> Result<T, fhir::FhirError> {
+    result.map_err(|e| match e {
+        ServiceError::Ehr(e) => e,
+        other => {
+            tracing::warn!(error = %other, "EHR access failed during the write");
+            fhir::FhirError::Unauthorized { outcome: None }
+        }
+    })
+}
+
+/// Writes the selection the way the EHR takes it (one transaction, parts, batch or single
+/// creates; see `pdex::writeback`). Nothing is half-written within a part, the selection of
+/// what was not written is kept, and a retry finds what a lost answer had already written.
 pub async fn write(
     state: &AppState,
     session: &Session,
@@ -141,18 +183,20 @@ pub async fn write(
     let payer = state
         .payer(&plan_state.payer_id)
         .ok_or_else(|| ServiceError::Internal("payer no longer configured".into()))?;
-    let access = plan_state
-        .access
-        .clone()
-        .ok_or_else(|| ServiceError::BadRequest("The plan's data is not available.".into()))?;
+    let access = match (&plan_state.access, &plan_state.member, &plan_state.mismatch) {
+        (_, _, Some(mismatch)) => {
+            return Err(ServiceError::MemberMismatch(mismatch.message.clone()))
+        }
+        (Some(access), Some(_), None) => access.clone(),
+        _ => return Err(ServiceError::BadRequest("The plan's data is not available.".into())),
+    };
+    if snapshot.history.as_ref().is_some_and(|h| h.member_patient != access.patient) {
+        return Err(ServiceError::BadRequest(
+            "The plan's answer changed since the history was loaded. Reload the history and select again.".into(),
+        ));
+    }
     let (items, chosen) = selection(&snapshot)?;
     let caps = capabilities(state, ehr, &launch).await?;
-    if !caps.transaction {
-        return Err(ServiceError::Write(format!(
-            "{} does not accept FHIR transactions, so Member History cannot write all-or-nothing. Ask your EHR administrator.",
-            ehr.config.name
-        )));
-    }
     let write_plan = plan_write(&items, &chosen, &caps);
     if write_plan.direct.is_empty() && write_plan.document.is_empty() {
         return Err(ServiceError::Write(format!(
@@ -160,12 +204,9 @@ pub async fn write(
             ehr.config.name
         )));
     }
-    let patient_id = snapshot.patient_id.clone();
-    let patient = with_emr(state, &launch, |client, token| {
-        let id = patient_id.clone();
-        async move { client.read(Some(token.expose()), "Patient", &id).await }
-    })
-    .await?;
+    // Whatever the browser sent: the plan's member must still be this patient.
+    let patient = crate::plan::emr_patient(state, &launch).await?;
+    crate::plan::recheck_member(state, payer, &access, &patient).await?;
     let source = plan_source(payer, &access);
     let target = EmrTarget {
         patient: snapshot.patient_id.clone(),
@@ -174,61 +215,67 @@ pub async fn write(
     };
     let names = names(&items);
     let now = crate::plan::now_rfc3339();
-    let formats: &[DocumentFormat] = if write_plan.document.is_empty() {
-        &DocumentFormat::CHAIN[..1]
-    } else {
-        &DocumentFormat::CHAIN
+    let ctx = wb::WriteContext { plan: &source, emr: &target, names: &names, now: &now };
+    let learned = *ehr.learned_write_limit.lock().unwrap_or_else(|p| p.into_inner());
+    let options = wb::WriteOptions {
+        mode: caps.mode(),
+        max_entries: ehr.config.max_entries_per_request.or(learned),
+        ..Default::default()
     };
-    let mut notes = Vec::new();
-    for (attempt, format) in formats.iter().enumerate() {
-        let transaction = wb::build_transaction(
-            &write_plan.direct,
-            &write_plan.document,
-            *format,
-            &source,
-            &target,
-            &names,
-            &now,
-        );
-        let sent = with_emr(state, &launch, |client, token| {
-            let bundle = transaction.bundle.clone();
-            async move { client.transaction(Some(token.expose()), &bundle).await }
-        })
-        .await;
-        match sent {
-            Ok(response) => {
-                let result = record(
-                    &launch,
-                    ehr,
-                    payer,
-                    &items,
-                    &write_plan,
-                    &transaction,
-                    &response,
-                    *format,
-                    notes,
-                    &target,
-                    &now,
-                )
-                .await;
-                return Ok(result);
-            }
-            // The EHR refused the content (likely the document's format): try the next one.
-            Err(ServiceError::Ehr(e))
-                if matches!(e.status(), Some(400 | 415 | 422)) && attempt + 1 < formats.len() =>
-            {
-                tracing::info!(format = format.label(), error = %e, "EHR refused the document format; trying the next");
-                notes.push(format!(
-                    "{} refused a document with {}; a simpler format was used.",
-                    ehr.config.name,
-                    format.label()
-                ));
-            }
-            Err(ServiceError::Ehr(e)) => return Err(write_failure(ehr, &e)),
-            Err(other) => return Err(other),
-        }
+    let selection = wb::WriteSelection {
+        direct: write_plan.direct.clone(),
+        document: write_plan.document.clone(),
+    };
+    let report = wb::write(&LaunchEmr { state, launch: &launch }, &ctx, &selection, options).await;
+    if let Some(limit) = report.learned_limit {
+        *ehr.learned_write_limit.lock().unwrap_or_else(|p| p.into_inner()) = Some(limit);
     }
-    Err(ServiceError::Write(format!("{} refused every document format.", ehr.config.name)))
+    let written_any = report.outcomes.iter().any(|o| o.written());
+    if let (Some(failure), false) = (&report.failure, written_any) {
+        return Err(write_failure(ehr, &failure.error));
+    }
+    let notes = write_notes(&ehr.config.name, options, &report, &caps);
+    Ok(record(&launch, ehr, payer, &items, &write_plan, &report, notes, &target, &now).await)
+}
+
+/// What the clinician should know about how the write went.
+fn write_notes(
+    ehr: &str,
+    options: wb::WriteOptions,
+    report: &wb::WriteReport,
+    caps: &WriteCapabilities,
+) -> Vec<String> {
+    let mut notes: Vec<String> = report
+        .refused_formats
+        .iter()
+        .map(|f| format!("{ehr} refused a document with {}; a simpler format was used.", f.label()))
+        .collect();
+    match options.mode {
+        wb::WriteMode::Transaction if report.parts > 1 => notes.push(format!(
+            "Written in {} transactions of at most {} entries{}; each part is complete on its own and has its own Provenance.",
+            report.parts,
+            report.learned_limit.or(options.max_entries).unwrap_or_default(),
+            if report.learned_limit.is_some() {
+                format!(", because {ehr} refused a larger one")
+            } else {
+                String::new()
+            }
+        )),
+        wb::WriteMode::Batch | wb::WriteMode::Single => notes.push(format!(
+            "{ehr} {}, so each record was written on its own ({}); the Provenance was written after them.",
+            if caps.batch { "accepts FHIR batches but not transactions" } else { "accepts neither FHIR transactions nor batches" },
+            options.mode.label()
+        )),
+        _ => {}
+    }
+    if let Some(failure) = &report.failure {
+        notes.push(format!(
+            "{ehr} stopped answering at request {} ({}). What is marked written is in the chart with its Provenance; the rest stays selected: add it to the chart again, nothing is duplicated.",
+            failure.request,
+            write_failure_message(ehr, &failure.error)
+        ));
+    }
+    notes
 }
 
 fn plan_source(payer: &PayerRuntime, access: &crate::plan::PlanAccess) -> PlanSource {
@@ -293,9 +340,7 @@ async fn record(
     payer: &PayerRuntime,
     items: &[HistoryItem],
     plan: &Plan<'_>,
-    transaction: &wb::Transaction,
-    response: &fhir::Bundle,
-    format: DocumentFormat,
+    report: &wb::WriteReport,
     notes: Vec<String>,
     target: &EmrTarget,
     now: &str,
@@ -304,12 +349,14 @@ async fn record(
     let link = |reference: &Option<String>| reference.as_ref().map(|r| format!("{base}/{r}"));
     let by_key: HashMap<&str, &HistoryItem> = items.iter().map(|i| (i.key.as_str(), i)).collect();
     let mut outcomes = Vec::new();
-    let mut provenance = None;
+    let mut provenance = Vec::new();
     let mut document = None;
-    for entry in wb::outcomes(transaction, response) {
+    let mut answered = std::collections::HashSet::new();
+    for entry in report.outcomes.iter().cloned() {
         match entry.role {
             EntryRole::Item(key) => {
                 let Some(item) = by_key.get(key.as_str()) else { continue };
+                answered.insert(key.clone());
                 let (status, reason) = match &entry.status {
                     EntryStatus::Created => (OutcomeStatus::Created, None),
                     EntryStatus::AlreadyPresent => (OutcomeStatus::AlreadyPresent, None),
@@ -327,10 +374,11 @@ async fn record(
                     reason,
                 });
             }
-            EntryRole::Document(keys) => {
+            EntryRole::Document(keys) if entry.written() => {
                 document = entry.reference.clone();
                 for key in keys {
                     let Some(item) = by_key.get(key.as_str()) else { continue };
+                    answered.insert(key.clone());
                     outcomes.push(ItemOutcome {
                         key,
                         display: item.display.clone(),
@@ -342,9 +390,24 @@ async fn record(
                     });
                 }
             }
-            EntryRole::Provenance => provenance = entry.reference,
-            EntryRole::PlanOrganization => {}
+            EntryRole::Provenance => provenance.extend(entry.reference),
+            _ => {}
         }
+    }
+    // Items the write never reached (it stopped, or the document was refused in every format).
+    for item in plan.direct.iter().chain(&plan.document).filter(|i| !answered.contains(&i.key)) {
+        outcomes.push(ItemOutcome {
+            key: item.key.clone(),
+            display: item.display.clone(),
+            category: item.category,
+            status: OutcomeStatus::Failed,
+            reference: None,
+            link: None,
+            reason: Some(format!(
+                "Not written: {} did not take it this time. It stays selected; try again.",
+                ehr.config.name
+            )),
+        });
     }
     for item in &plan.not_writable {
         outcomes.push(ItemOutcome {
@@ -367,7 +430,10 @@ async fn record(
         written_at: now.to_owned(),
         outcomes,
         provenance,
-        document_format: document.as_ref().map(|_| format.label().to_owned()),
+        document_format: document
+            .as_ref()
+            .and(report.document_format)
+            .map(|f| f.label().to_owned()),
         document,
         notes,
     };

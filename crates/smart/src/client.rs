@@ -100,6 +100,10 @@ pub struct PendingAuthorization {
     pub scope: String,
     pub created_at: u64,
     pub ehr_launch: bool,
+    /// The OpenID Connect `nonce` sent when the scope asks for an id_token; the id_token must
+    /// carry it back (a replayed id_token from another sign-in fails).
+    #[serde(default)]
+    pub nonce: Option<Secret>,
 }
 
 /// The query of the redirect back to the app.
@@ -119,6 +123,7 @@ pub struct IdTokenClaims {
     #[serde(rename = "fhirUser")]
     pub fhir_user: Option<String>,
     pub name: Option<String>,
+    pub nonce: Option<String>,
 }
 
 type SmartOAuthClient<HasAuth, HasToken> = oauth2::Client<
@@ -201,6 +206,14 @@ impl SmartClient {
         if let Some(launch) = request.launch {
             builder = builder.add_extra_param("launch", launch);
         }
+        let nonce = request
+            .scope
+            .split_whitespace()
+            .any(|s| s == "openid")
+            .then(|| CsrfToken::new_random_len(32).secret().clone());
+        if let Some(nonce) = &nonce {
+            builder = builder.add_extra_param("nonce", nonce.clone());
+        }
         let (url, state) = builder.url();
         let pending = PendingAuthorization {
             state: Secret::new(state.secret().clone()),
@@ -209,6 +222,7 @@ impl SmartClient {
             scope: request.scope.to_owned(),
             created_at: now,
             ehr_launch: request.launch.is_some(),
+            nonce: nonce.map(Secret::new),
         };
         Ok((url, pending))
     }
@@ -302,11 +316,13 @@ impl SmartClient {
     }
 
     /// Verifies an id_token against the EHR's `jwks_uri` (`iss` = the configuration's
-    /// `issuer`, `aud` = our client id) and returns its claims.
+    /// `issuer`, `aud` = our client id, the header's `kid` or else each key of the matching
+    /// type, and the `nonce` when we sent one) and returns its claims.
     pub async fn verify_id_token(
         &self,
         config: &SmartConfiguration,
         id_token: &Secret,
+        expected_nonce: Option<&Secret>,
     ) -> Result<IdTokenClaims, SmartError> {
         let jwks_uri = config
             .jwks_uri
@@ -328,10 +344,10 @@ impl SmartClient {
         let body = fhir::http::read_capped(response, 512 * 1024)
             .await
             .map_err(|e| SmartError::Unreachable(e.to_string()))?;
-        let jwks: jose::jwk::JwkSet =
-            serde_json::from_slice(&body).map_err(|e| SmartError::IdToken(format!("JWKS: {e}")))?;
+        let jwks =
+            jose::parse_jwks(&body).map_err(|e| SmartError::IdToken(format!("JWKS: {e}")))?;
         let issuers: Vec<&str> = config.issuer.as_deref().into_iter().collect();
-        jose::verify::<IdTokenClaims>(
+        let claims = jose::verify::<IdTokenClaims>(
             id_token.expose(),
             &jwks,
             &jose::Expectations {
@@ -342,7 +358,14 @@ impl SmartClient {
                 ..Default::default()
             },
         )
-        .map_err(|e| SmartError::IdToken(e.to_string()))
+        .map_err(|e| SmartError::IdToken(e.to_string()))?;
+        if let Some(expected) = expected_nonce {
+            let sent_back = claims.nonce.as_deref().unwrap_or_default();
+            if !constant_time_eq(expected.expose().as_bytes(), sent_back.as_bytes()) {
+                return Err(SmartError::IdToken("the nonce does not match this sign-in".into()));
+            }
+        }
+        Ok(claims)
     }
 }
 
@@ -441,6 +464,9 @@ mod tests {
         ));
         assert_eq!(&q["code_challenge"], expected.as_str());
         assert!(pending.ehr_launch);
+        // openid in the scope: a fresh nonce, kept for the id_token check.
+        assert_eq!(Some(q["nonce"].as_str()), pending.nonce.as_ref().map(Secret::expose));
+        assert_eq!(q["nonce"].len(), 43);
     }
 
     #[test]
@@ -455,6 +481,9 @@ mod tests {
             .unwrap();
         assert!(!url.query_pairs().any(|(k, _)| k == "launch"));
         assert!(!pending.ehr_launch);
+        // No openid: no id_token, so no nonce.
+        assert!(!url.query_pairs().any(|(k, _)| k == "nonce"));
+        assert!(pending.nonce.is_none());
     }
 
     #[test]
@@ -483,6 +512,7 @@ mod tests {
             scope: "launch".into(),
             created_at,
             ehr_launch: true,
+            nonce: None,
         }
     }
 
