@@ -66,13 +66,7 @@ async fn main() {
         through_server().await;
     }
     // The request our server sends, replayed straight to the plan with a fresh JWT each time.
-    let sent = sandbox
-        .plan
-        .received()
-        .into_iter()
-        .rev()
-        .find(|r| r.path.ends_with("/pdex-member-history"))
-        .unwrap();
+    let sent = sandbox.plan.last_hook_request().unwrap();
     let body = sent.body.unwrap();
     let plan_url = format!("{}/cds-services/{}", sandbox.plan_url(), sandbox::plan::SERVICE_ID);
     let identity = cds_hooks::ClientIdentity {

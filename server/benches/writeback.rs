@@ -15,13 +15,13 @@
 mod hfs;
 #[path = "../tests/common/proxy.rs"]
 mod proxy;
+mod shared;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pdex::writeback::{build_transaction, DocumentFormat, EmrTarget, PlanSource};
-use sandbox::{ClientJwks, ClientRegistration, Sandbox, SandboxConfig};
+use sandbox::{Sandbox, SandboxConfig};
 use serde_json::Value;
 
 const RESOURCES: usize = 1000;
@@ -33,25 +33,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() {
     let rounds: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(7);
-    let key = Arc::new(jose::SigningKey::generate_es384().unwrap());
-    let sandbox = Sandbox::start(SandboxConfig {
-        clients: vec![ClientRegistration {
-            client_id: "bench".into(),
-            name: "bench".into(),
-            redirect_uris: vec!["http://bench/callback".into()],
-            launch_url: "http://bench/launch".into(),
-            jwks: Some(ClientJwks::Inline(key.jwks())),
-            client_secret: None,
-        }],
-        patients: 2,
-        history_size: 10,
-        ..SandboxConfig::default()
-    })
-    .await
-    .unwrap();
+    let (sandbox, token) = shared::sandbox_with_token(SandboxConfig::default()).await;
     let http = reqwest::Client::new();
-    let token =
-        sandbox.ehr.auth.backend_services_token(key, "bench", "system/*.cruds").await.unwrap();
     // The same work against the sandbox EHR's store, and against Helios when it is installed.
     let workspace = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let helios = match std::process::Command::new("hfs").arg("--version").output() {
@@ -126,17 +109,7 @@ async fn measure(
     // A fresh member history for every run, so no conditional create finds an earlier copy.
     let history = |n: usize| {
         let member = format!("bench-{seed}-{n}");
-        let mut resources = sandbox::history::directory();
-        resources.extend(
-            sandbox::history::HistoryBuilder::new(&people[n], &member, seed + n as u64)
-                .build(RESOURCES * 2),
-        );
-        let items: Vec<_> = pdex::normalise::normalise(resources)
-            .into_iter()
-            .filter(|i| i.resource_type != "ExplanationOfBenefit")
-            .take(RESOURCES)
-            .collect();
-        assert_eq!(items.len(), RESOURCES);
+        let items = shared::history(&people[n], &member, seed + n as u64, RESOURCES, false);
         (member, items)
     };
 

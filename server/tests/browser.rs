@@ -19,6 +19,10 @@ impl Running {
 }
 
 async fn start() -> Running {
+    start_with(|_| {}).await
+}
+
+async fn start_with(adjust: impl FnOnce(&mut Cli)) -> Running {
     let dist = common::dist_dir();
     assert!(
         dist.join("index.html").exists(),
@@ -26,8 +30,9 @@ async fn start() -> Running {
         dist.display()
     );
     let data = tempfile::tempdir().unwrap();
-    let server =
-        server::startup::start(Cli::for_tests(data.path().to_owned(), dist)).await.unwrap();
+    let mut cli = Cli::for_tests(data.path().to_owned(), dist);
+    adjust(&mut cli);
+    let server = server::startup::start(cli).await.unwrap();
     Running { server, _data: data }
 }
 
@@ -42,6 +47,27 @@ async fn ehr_launch_from_the_sandbox_launcher_shows_the_patient_banner() {
     assert_eq!(browser.text("[data-testid=patient-mrn]").await, person.mrn);
     assert_eq!(browser.text("[data-testid=user-name]").await, "Dr. Maria Alvarez");
     assert!(browser.url().await.starts_with(&format!("{}review/", app.server.url)));
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn ehr_launch_with_an_id_token_without_kid_signs_in() {
+    // As a reference SMART launcher does: one signing key, no `kid` in the id_token header,
+    // no `alg` or `use` on the published key.
+    let app = start_with(|cli| cli.sandbox_ehr_id_token_without_kid = true).await;
+    let jwks: serde_json::Value = reqwest::get(format!("{}/auth/jwks", app.sandbox().ehr_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(jwks["keys"][0].get("alg").is_none(), "{jwks}");
+    let browser = Browser::start().await;
+    let person = app.sandbox().ehr.people[1].clone();
+    browser.client.goto(&format!("{}/", app.sandbox().ehr_url())).await.unwrap();
+    browser.click(&format!("button[name=patient][value={}]", person.patient_id)).await;
+    assert_eq!(browser.text("[data-testid=patient-name]").await, person.display_name());
+    assert_eq!(browser.text("[data-testid=user-name]").await, "Dr. Maria Alvarez");
     browser.close().await;
 }
 

@@ -141,3 +141,30 @@ async fn a_plan_timeout_names_the_plan_and_offers_a_retry() {
     assert!(error.contains("Try again"));
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_typed_member_id_naming_someone_else_says_so_and_shows_nothing_of_theirs() {
+    let app = start().await;
+    let browser = Browser::start().await;
+    let people = &app.sandbox().ehr.people;
+    let patient =
+        people.iter().find(|p| p.coverage == sandbox::synthetic::CoverageKind::None).unwrap();
+    let someone_else =
+        people.iter().find(|p| p.coverage == sandbox::synthetic::CoverageKind::MemberId).unwrap();
+    ehr_launch(&browser, &app, &patient.patient_id).await;
+    let input = browser.wait("[data-testid=member-id-form] input[name=member_id]").await;
+    input.send_keys(&someone_else.member_id).await.unwrap();
+    browser.click("[data-testid=member-id-form] button[type=submit]").await;
+    let page = browser.text("[data-testid=plan-member-mismatch]").await;
+    assert!(page.contains("does not match this patient"), "{page}");
+    assert!(page.contains("Nothing from Sandbox Health Plan is shown or written"), "{page}");
+    let body = browser.text("body").await;
+    assert!(!body.contains(&someone_else.family), "another person's name on the page: {body}");
+    for absent in
+        ["[data-testid=plan-member]", "[data-testid=plan-card]", "[data-testid=history-list]"]
+    {
+        let found = browser.client.find_all(fantoccini::Locator::Css(absent)).await.unwrap();
+        assert!(found.is_empty(), "{absent} shown");
+    }
+    browser.close().await;
+}

@@ -112,6 +112,12 @@ async fn several_matching_members_get_the_plans_explanation_and_a_member_id_box(
         ask(&mut driver, &launch, &[("payer", "sandbox-plan"), ("member_id", &person.member_id)])
             .await;
     assert_eq!(answer["outcome"], "Matched", "{answer}");
+    // The typed id names this patient: the identity check passes and the history loads.
+    assert!(answer["member_mismatch"].is_null(), "{answer}");
+    assert!(answer["member"].is_object(), "{answer}");
+    let (status, history) =
+        driver.server_fn("history", &[("launch", &launch), ("refresh", "false")]).await;
+    assert_eq!(status, StatusCode::OK, "{history}");
 }
 
 #[tokio::test]
@@ -343,4 +349,110 @@ async fn the_plan_refuses_calls_with_bad_jwts() {
         http.get(&url).bearer_auth(wrong_jku.token(&url).unwrap()).send().await.unwrap().status(),
         401
     );
+}
+
+#[tokio::test]
+async fn a_typed_member_id_naming_someone_else_shows_and_writes_nothing() {
+    let mut driver = Driver::new(3600).await;
+    let none = patient_with(&driver, CoverageKind::None, 0);
+    let someone_else = driver
+        .sandbox()
+        .ehr
+        .people
+        .iter()
+        .find(|p| p.coverage == CoverageKind::MemberId)
+        .unwrap()
+        .clone();
+    let launch = driver.launch(&none).await;
+    let (status, answer) = ask(
+        &mut driver,
+        &launch,
+        &[("payer", "sandbox-plan"), ("member_id", &someone_else.member_id)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let mismatch = &answer["member_mismatch"];
+    assert!(!mismatch["fields"].as_array().unwrap().is_empty(), "{answer}");
+    let message = mismatch["message"].as_str().unwrap();
+    assert!(message.contains("does not match this patient"), "{message}");
+    assert!(message.contains("Check the member id"), "says what to do: {message}");
+    // Nothing of the other person reaches this chart's page: no member, no cards, no name.
+    assert!(answer["member"].is_null(), "{answer}");
+    assert!(answer["cards"].as_array().unwrap().is_empty(), "{answer}");
+    let page = answer.to_string();
+    assert!(!page.contains(&someone_else.family), "{page}");
+    assert!(!page.contains(&someone_else.birth_date), "{page}");
+    // The history is not loaded and nothing can be written, whatever the browser sends.
+    let (status, refused) =
+        driver.server_fn("history", &[("launch", &launch), ("refresh", "false")]).await;
+    assert_ne!(status, StatusCode::OK);
+    assert_eq!(refused["code"], "member_mismatch", "{refused}");
+    let before = driver.sandbox().ehr.store.counts();
+    let (status, refused) = driver.server_fn("add_to_chart", &[("launch", &launch)]).await;
+    assert_ne!(status, StatusCode::OK);
+    assert!(refused["code"] == "member_mismatch" || refused["code"] == "bad_request", "{refused}");
+    assert_eq!(driver.sandbox().ehr.store.counts(), before, "nothing written");
+    // The plan status after a reload says the same.
+    let (_, plan) = driver.server_fn("plan_status", &[("launch", &launch)]).await;
+    assert!(plan["answer"]["member_mismatch"].is_object(), "{plan}");
+
+    // Asking again with an id the plan does not know clears the mismatch (no stale page).
+    let (_, answer) =
+        ask(&mut driver, &launch, &[("payer", "sandbox-plan"), ("member_id", "NOSUCH123")]).await;
+    assert!(answer["member_mismatch"].is_null(), "{answer}");
+    assert_eq!(answer["outcome"], "NotMatched", "{answer}");
+}
+
+#[tokio::test]
+async fn a_typed_member_id_is_refused_where_the_coverage_names_the_member() {
+    let mut driver = Driver::new(3600).await;
+    let covered = patient_with(&driver, CoverageKind::MemberId, 0);
+    let other = patient_with(&driver, CoverageKind::MemberId, 1);
+    let other_member = driver.sandbox().ehr.person(&other).unwrap().member_id.clone();
+    let launch = driver.launch(&covered).await;
+    let (status, refused) =
+        ask(&mut driver, &launch, &[("payer", "sandbox-plan"), ("member_id", &other_member)]).await;
+    assert_ne!(status, StatusCode::OK);
+    assert_eq!(refused["code"], "bad_request", "{refused}");
+}
+
+#[tokio::test]
+async fn the_appointment_in_fhir_context_is_the_one_sent_and_the_tenant_is_passed_on() {
+    let mut driver = Driver::new(3600).await;
+    let mut appointment = cds_hooks::appointment_book::proposed_appointment(
+        "appt-77",
+        "pat-001",
+        "Practitioner/prac-alvarez",
+        "Follow-up",
+    );
+    appointment["status"] = serde_json::json!("booked");
+    driver.sandbox().ehr.store.put(appointment).unwrap();
+    // Someone else's appointment is never sent, even if the EHR names it.
+    let other = cds_hooks::appointment_book::proposed_appointment(
+        "appt-88",
+        "pat-002",
+        "Practitioner/prac-alvarez",
+        "Other",
+    );
+    driver.sandbox().ehr.store.put(other).unwrap();
+    for (appointment, tenant, expected) in
+        [("appt-77", "clinic-north", true), ("appt-88", "clinic-south", false)]
+    {
+        let launch = driver
+            .launch_with(sandbox::LaunchContext {
+                patient: Some("pat-001".into()),
+                practitioner: "prac-alvarez".into(),
+                need_patient_banner: true,
+                fhir_context: vec![format!("Appointment/{appointment}")],
+                tenant: Some(tenant.into()),
+                ..Default::default()
+            })
+            .await;
+        let (status, answer) = ask(&mut driver, &launch, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let hook = driver.sandbox().plan.last_hook_request().unwrap();
+        let sent = &hook.body.unwrap()["context"]["appointments"]["entry"][0]["resource"];
+        assert_eq!(sent["id"] == appointment, expected, "{sent}");
+        assert_eq!(hook.jwt.claims["tenant"], tenant, "{:?}", hook.jwt.claims);
+    }
 }

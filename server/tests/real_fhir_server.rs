@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use common::hfs::{self, Hfs};
 use common::proxy::{wait_ready, Proxy};
-use common::writeback::{failure_then_retry, write_read_back_and_rewrite, EmrReader};
+use common::writeback::{
+    failure_then_retry, half_way_failure_then_retry, write_read_back_and_rewrite, EmrReader,
+};
 use common::Driver;
 use sandbox::fhir_api::Fault;
 use serde_json::{json, Value};
@@ -22,11 +24,19 @@ use serde_json::{json, Value};
 /// The app and sandbox, with Helios as the EHR's FHIR server (seeded with the sandbox
 /// EHR's chart), reached through a fault-injecting proxy.
 async fn setup() -> (Driver, Arc<Proxy>, Hfs) {
+    setup_with(None).await
+}
+
+/// [`setup`], with a configured limit of entries per write request.
+async fn setup_with(max_entries: Option<usize>) -> (Driver, Arc<Proxy>, Hfs) {
     let (proxy, proxy_url) = Proxy::start().await;
     let driver = Driver::with(
         3600,
         |cli| cli.sandbox_ehr_fhir_base = Some(url::Url::parse(&proxy_url).unwrap()),
-        |config| config.ehrs[0].timeout_seconds = 5,
+        |config| {
+            config.ehrs[0].timeout_seconds = 5;
+            config.ehrs[0].max_entries_per_request = max_entries;
+        },
     )
     .await;
     let ehr = driver.sandbox().ehr_url().to_owned();
@@ -113,4 +123,21 @@ async fn hfs_a_dropped_connection_is_retried_without_duplicates() {
     let (mut driver, proxy, _hfs) = setup().await;
     let emr = EmrReader::new(&driver).await;
     failure_then_retry(&mut driver, &emr, proxy.as_ref(), Fault::DropAfterCommit, true).await;
+}
+
+#[tokio::test]
+#[ignore = "needs hfs: bash scripts/test-real-fhir-server"]
+async fn hfs_split_transactions_of_at_most_eight_entries() {
+    let (mut driver, _proxy, _hfs) = setup_with(Some(8)).await;
+    let emr = EmrReader::new(&driver).await;
+    let result = write_read_back_and_rewrite(&mut driver, &emr).await;
+    assert!(result["provenance"].as_array().unwrap().len() >= 7, "{result}");
+}
+
+#[tokio::test]
+#[ignore = "needs hfs: bash scripts/test-real-fhir-server"]
+async fn hfs_a_split_write_failing_half_way_is_completed_by_a_retry_exactly_once() {
+    let (mut driver, proxy, _hfs) = setup_with(Some(8)).await;
+    let emr = EmrReader::new(&driver).await;
+    half_way_failure_then_retry(&mut driver, &emr, proxy.as_ref(), 1).await;
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::writeback::{
-    add, choose, failure_then_retry, review, select_only, write_read_back_and_rewrite, EmrReader,
+    add, choose, failure_then_retry, half_way_failure_then_retry, review, select_only,
+    write_read_back_and_rewrite, EmrReader,
 };
 use common::Driver;
 use sandbox::fhir_api::Fault;
@@ -89,27 +90,103 @@ async fn what_the_capability_statement_refuses_goes_into_a_document_in_the_best_
     assert!(notes.contains("FHIR Bundle and PDF") && notes.contains("HTML"), "{notes}");
     let doc = emr.read(result["document"].as_str().unwrap()).await;
     assert_eq!(doc["content"][0]["attachment"]["contentType"], "text/plain");
-    assert!(
-        emr.read(result["provenance"].as_str().unwrap()).await["target"].as_array().unwrap().len()
-            == conditions + 1
+    let provenance = result["provenance"].as_array().unwrap();
+    assert_eq!(provenance.len(), 1);
+    assert_eq!(
+        emr.read(provenance[0].as_str().unwrap()).await["target"].as_array().unwrap().len(),
+        conditions + 1
     );
 }
 
 #[tokio::test]
-async fn an_ehr_without_transactions_is_told_plainly() {
-    let mut driver = Driver::with(3600, |_| {}, |_| {}).await;
-    let (launch, rows) = review(&mut driver, "pat-001").await;
-    // Turn transactions off for this EHR's next capability read.
-    driver.sandbox().ehr.api.capability.write().unwrap()["rest"][0]["interaction"] =
-        serde_json::json!([]);
-    let keys = choose(&rows, 3, 0);
-    select_only(&mut driver, &launch, &rows, &keys).await;
-    let (status, error) = add(&mut driver, &launch).await;
-    assert_ne!(status, StatusCode::OK);
+async fn an_ehr_capping_conditional_entries_gets_split_self_contained_transactions() {
+    let mut driver = driver(|cli| cli.sandbox_ehr_max_conditional_entries = Some(8)).await;
+    let emr = EmrReader::new(&driver).await;
+    let result = write_read_back_and_rewrite(&mut driver, &emr).await;
+    let parts = result["provenance"].as_array().unwrap().len();
+    assert!(parts >= 7, "50 items in parts of at most 8 entries: {parts} parts");
+    let notes = result["notes"].to_string();
     assert!(
-        error["message"].as_str().unwrap().contains("does not accept FHIR transactions"),
-        "{error}"
+        notes.contains("transactions of at most") && notes.contains("refused a larger one"),
+        "{notes}"
     );
+    // The refused transaction was not taken for a refused document format.
+    assert_eq!(result["document_format"], "FHIR Bundle and PDF");
+    assert!(!notes.contains("refused a document"), "{notes}");
+    // The limit is remembered: the next write splits at once.
+    let (launch, rows) = review(&mut driver, "pat-002").await;
+    select_only(&mut driver, &launch, &rows, &choose(&rows, 9, 0)).await;
+    let (status, next) = add(&mut driver, &launch).await;
+    assert_eq!(status, StatusCode::OK, "{next}");
+    assert!(!next["notes"].to_string().contains("refused a larger one"), "{next}");
+}
+
+#[tokio::test]
+async fn a_configured_entry_limit_splits_without_a_refusal() {
+    let mut driver =
+        Driver::with(3600, |_| {}, |config| config.ehrs[0].max_entries_per_request = Some(12))
+            .await;
+    let emr = EmrReader::new(&driver).await;
+    let result = write_read_back_and_rewrite(&mut driver, &emr).await;
+    assert!(result["provenance"].as_array().unwrap().len() >= 5, "{result}");
+    assert!(!result["notes"].to_string().contains("refused a larger one"), "{result}");
+}
+
+#[tokio::test]
+async fn an_ehr_without_transactions_gets_a_batch() {
+    let mut driver = driver(|cli| cli.sandbox_ehr_no_transactions = true).await;
+    let emr = EmrReader::new(&driver).await;
+    let result = write_read_back_and_rewrite(&mut driver, &emr).await;
+    assert!(
+        result["notes"].to_string().contains("accepts FHIR batches but not transactions"),
+        "{result}"
+    );
+}
+
+#[tokio::test]
+async fn an_ehr_without_transactions_or_batches_gets_single_conditional_creates() {
+    let mut driver = driver(|cli| {
+        cli.sandbox_ehr_no_transactions = true;
+        cli.sandbox_ehr_no_batch = true;
+    })
+    .await;
+    let emr = EmrReader::new(&driver).await;
+    let result = write_read_back_and_rewrite(&mut driver, &emr).await;
+    assert!(
+        result["notes"].to_string().contains("neither FHIR transactions nor batches"),
+        "{result}"
+    );
+}
+
+#[tokio::test]
+async fn a_split_write_failing_half_way_is_completed_by_a_retry_exactly_once() {
+    let mut driver = driver(|cli| cli.sandbox_ehr_max_conditional_entries = Some(8)).await;
+    let emr = EmrReader::new(&driver).await;
+    let ehr = driver.sandbox().ehr.clone();
+    // The first transaction is refused for its size (no fault used), the first part passes,
+    // the second fails.
+    half_way_failure_then_retry(&mut driver, &emr, ehr.as_ref(), 1).await;
+}
+
+#[tokio::test]
+async fn a_batch_write_failing_half_way_is_completed_by_a_retry_exactly_once() {
+    let mut driver = driver(|cli| cli.sandbox_ehr_no_transactions = true).await;
+    let emr = EmrReader::new(&driver).await;
+    let ehr = driver.sandbox().ehr.clone();
+    // The plan Organization's batch and the first level pass; the next batch fails.
+    half_way_failure_then_retry(&mut driver, &emr, ehr.as_ref(), 2).await;
+}
+
+#[tokio::test]
+async fn single_creates_failing_half_way_are_completed_by_a_retry_exactly_once() {
+    let mut driver = driver(|cli| {
+        cli.sandbox_ehr_no_transactions = true;
+        cli.sandbox_ehr_no_batch = true;
+    })
+    .await;
+    let emr = EmrReader::new(&driver).await;
+    let ehr = driver.sandbox().ehr.clone();
+    half_way_failure_then_retry(&mut driver, &emr, ehr.as_ref(), 6).await;
 }
 
 #[tokio::test]

@@ -40,6 +40,7 @@ pub const EHR_RESOURCE_TYPES: &[&str] = &[
     "Claim",
     "Provenance",
     "DocumentReference",
+    "Appointment",
 ];
 
 /// What the sandbox EHR accepts for writing unless configured otherwise.

@@ -161,7 +161,7 @@ const PROVENANCE_BATCH: usize = 25;
 
 /// The plan's Provenance for a member's history: one record per batch of resources, the
 /// plan as transmitter and the recorded load date.
-fn plan_provenance(member_patient_id: &str, history: &[Value]) -> Vec<Value> {
+pub fn plan_provenance(member_patient_id: &str, history: &[Value]) -> Vec<Value> {
     history
         .chunks(PROVENANCE_BATCH)
         .enumerate()
@@ -286,6 +286,12 @@ impl Plan {
     /// The requests received so far.
     pub fn received(&self) -> Vec<ReceivedRequest> {
         self.received.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The latest call of the member-history hook service.
+    pub fn last_hook_request(&self) -> Option<ReceivedRequest> {
+        let path = format!("/{SERVICE_ID}");
+        self.received().into_iter().rev().find(|r| r.path.ends_with(&path))
     }
 
     /// The feedback items received so far.

@@ -12,6 +12,7 @@ pub const DEFAULT_EHR_SCOPE: &str = "patient/Patient.rs patient/Coverage.rs pati
      patient/Condition.rs patient/Procedure.rs patient/Observation.rs patient/DiagnosticReport.rs \
      patient/MedicationDispense.rs patient/MedicationRequest.rs patient/MedicationStatement.rs \
      patient/Immunization.rs patient/AllergyIntolerance.rs patient/ExplanationOfBenefit.rs \
+     patient/Appointment.r \
      user/Practitioner.r user/PractitionerRole.r user/Organization.rs \
      user/Encounter.c user/Condition.c user/Procedure.c user/Observation.c user/DiagnosticReport.c \
      user/MedicationDispense.c user/MedicationRequest.c user/MedicationStatement.c user/Immunization.c \

@@ -711,6 +711,18 @@ pub async fn recheck_member(
 
 /// The page's view of a plan state.
 pub fn answer_view(payer: &PayerRuntime, plan: &PlanState) -> PlanAnswer {
+    if let Some(mismatch) = &plan.mismatch {
+        // The plan's cards are about its member, who is someone else: none of it is shown.
+        return PlanAnswer {
+            payer: payer.summary(),
+            outcome: plan.outcome,
+            cards: Vec::new(),
+            notes: Vec::new(),
+            member: None,
+            data_problem: None,
+            member_mismatch: Some(mismatch.clone()),
+        };
+    }
     PlanAnswer {
         payer: payer.summary(),
         outcome: plan.outcome,

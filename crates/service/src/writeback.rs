@@ -269,8 +269,13 @@ fn write_notes(
         _ => {}
     }
     if let Some(failure) = &report.failure {
+        let covered = if report.provenance_missing {
+            "What is marked written is in the chart, but its Provenance could not be written yet"
+        } else {
+            "What is marked written is in the chart with its Provenance"
+        };
         notes.push(format!(
-            "{ehr} stopped answering at request {} ({}). What is marked written is in the chart with its Provenance; the rest stays selected: add it to the chart again, nothing is duplicated.",
+            "{ehr} stopped answering at request {} ({}). {covered}; the rest stays selected: add it to the chart again, nothing is duplicated.",
             failure.request,
             write_failure_message(ehr, &failure.error)
         ));

@@ -87,7 +87,17 @@ impl Driver {
     /// Walks an EHR launch for `patient` to the review page; returns the launch id.
     pub async fn launch(&mut self, patient: &str) -> String {
         let url = self.ehr_launch(patient);
-        let hops = self.follow(&url).await;
+        self.walk_launch(&url).await
+    }
+
+    /// Walks an EHR launch with this context (fhirContext, tenant, …) to the review page.
+    pub async fn launch_with(&mut self, context: sandbox::LaunchContext) -> String {
+        let url = self.ehr_launch_with(context);
+        self.walk_launch(&url).await
+    }
+
+    async fn walk_launch(&mut self, url: &str) -> String {
+        let hops = self.follow(url).await;
         let (last_url, last) = hops.last().unwrap();
         assert!(
             last_url.starts_with(&format!("{APP}/review/")),
@@ -99,12 +109,17 @@ impl Driver {
 
     /// A fresh EHR launch for `patient`, as the launcher page would create it.
     pub fn ehr_launch(&self, patient: &str) -> String {
-        let launch = self.sandbox().ehr.auth.create_launch(sandbox::LaunchContext {
+        self.ehr_launch_with(sandbox::LaunchContext {
             patient: Some(patient.into()),
             practitioner: "prac-alvarez".into(),
             need_patient_banner: true,
             ..Default::default()
-        });
+        })
+    }
+
+    /// A fresh EHR launch with this context.
+    pub fn ehr_launch_with(&self, context: sandbox::LaunchContext) -> String {
+        let launch = self.sandbox().ehr.auth.create_launch(context);
         let mut url = url::Url::parse(&format!("{APP}/launch")).unwrap();
         url.query_pairs_mut()
             .append_pair("iss", self.sandbox().ehr_fhir_base().as_str())

@@ -142,14 +142,96 @@ pub async fn add(driver: &mut Driver, launch: &str) -> (StatusCode, Value) {
     driver.server_fn("add_to_chart", &[("launch", launch)]).await
 }
 
+/// The EMR's Provenance records written by Member History: ours (one per written part), and
+/// the copies of the plan's own records.
+pub async fn provenance_in(emr: &EmrReader) -> (Vec<Value>, Vec<Value>) {
+    let tagged = |p: &Value, prefix: &str| {
+        p.pointer("/meta/tag").and_then(Value::as_array).into_iter().flatten().any(|t| {
+            t["system"] == pdex::writeback::WRITE_IDENTIFIER_SYSTEM
+                && t["code"].as_str().is_some_and(|c| c.starts_with(prefix))
+        })
+    };
+    let all = emr.all("Provenance").await;
+    let ours = all.iter().filter(|p| tagged(p, "provenance-")).cloned().collect();
+    let copies = all.iter().filter(|p| tagged(p, "plan-provenance-")).cloned().collect();
+    (ours, copies)
+}
+
+/// Every written resource is covered by our Provenance (the plan as transmitter, the plan's
+/// Provenance copies as sources) and by a copy of the plan's Provenance for it.
+pub async fn check_provenance(emr: &EmrReader, result: &Value, written: &[String]) {
+    let mut targets: Vec<String> = Vec::new();
+    let mut copy_targets: Vec<String> = Vec::new();
+    let ours = result["provenance"].as_array().unwrap();
+    assert!(!ours.is_empty(), "{result}");
+    for reference in ours {
+        let provenance = emr.read(reference.as_str().unwrap()).await;
+        targets.extend(
+            provenance["target"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["reference"].as_str().unwrap().to_owned()),
+        );
+        assert_eq!(provenance["agent"][0]["type"]["coding"][0]["code"], "transmitter");
+        let org = emr.read(provenance["agent"][0]["who"]["reference"].as_str().unwrap()).await;
+        assert_eq!(org["name"], "Sandbox Health Plan");
+        let entities = provenance["entity"].as_array().unwrap();
+        assert!(entities.iter().all(|e| e["role"] == "source"));
+        // The plan's own Provenance, carried into the chart, is what ours points at.
+        let sources: Vec<&str> = entities
+            .iter()
+            .filter_map(|e| e.pointer("/what/reference"))
+            .filter_map(Value::as_str)
+            .collect();
+        let only_document = provenance["target"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["reference"].as_str().unwrap().starts_with("DocumentReference/"));
+        assert!(
+            only_document || !sources.is_empty(),
+            "our Provenance points at the plan's: {provenance}"
+        );
+        for source in sources {
+            let copy = emr.read(source).await;
+            assert_eq!(copy["agent"][0]["type"]["coding"][0]["code"], "transmitter");
+            assert!(copy["identifier"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["system"].as_str().unwrap().ends_with("/Provenance")));
+            copy_targets.extend(
+                copy["target"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t["reference"].as_str().unwrap().to_owned()),
+            );
+        }
+    }
+    targets.sort();
+    targets.dedup();
+    let mut expected = written.to_vec();
+    expected.sort();
+    assert_eq!(targets, expected, "our Provenance covers exactly what was written");
+    let clinical: Vec<&String> =
+        written.iter().filter(|r| !r.starts_with("DocumentReference/")).collect();
+    assert!(
+        clinical.iter().all(|r| copy_targets.contains(r)),
+        "the plan's Provenance covers every record"
+    );
+}
+
 /// Write 50 items (45 as records, 5 claims in a document), read them back, check subject and
-/// Provenance; write the same selection again and find nothing duplicated.
-pub async fn write_read_back_and_rewrite(driver: &mut Driver, emr: &EmrReader) {
+/// Provenance; write the same selection again and find nothing duplicated. Returns the write.
+pub async fn write_read_back_and_rewrite(driver: &mut Driver, emr: &EmrReader) -> Value {
     let (launch, rows) = review(driver, "pat-001").await;
     let keys = choose(&rows, 45, 5);
     assert_eq!(keys.len(), 50);
     select_only(driver, &launch, &rows, &keys).await;
     let before = emr.counts(WRITTEN_TYPES).await;
+    let (ours_before, copies_before) = provenance_in(emr).await;
     let (status, result) = add(driver, &launch).await;
     assert_eq!(status, StatusCode::OK, "{result}");
     let outcomes = result["outcomes"].as_array().unwrap();
@@ -184,26 +266,14 @@ pub async fn write_read_back_and_rewrite(driver: &mut Driver, emr: &EmrReader) {
         .map(|c| c["attachment"]["contentType"].as_str().unwrap())
         .collect();
     assert_eq!(types, ["application/fhir+json", "application/pdf"]);
-
-    // One Provenance, naming the plan as transmitter, targeting all 46 written resources.
-    let provenance = emr.read(result["provenance"].as_str().unwrap()).await;
-    let mut targets: Vec<String> = provenance["target"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["reference"].as_str().unwrap().to_owned())
-        .collect();
-    targets.sort();
     references.push(document.clone());
-    references.sort();
-    assert_eq!(targets, references);
-    assert_eq!(provenance["agent"][0]["type"]["coding"][0]["code"], "transmitter");
-    let org = emr.read(provenance["agent"][0]["who"]["reference"].as_str().unwrap()).await;
-    assert_eq!(org["name"], "Sandbox Health Plan");
-    assert_eq!(provenance["entity"][0]["role"], "source");
+    check_provenance(emr, &result, &references).await;
 
     let after = emr.counts(WRITTEN_TYPES).await;
-    assert_eq!(after["Provenance"], before["Provenance"] + 1);
+    let (ours_after, copies_after) = provenance_in(emr).await;
+    let ours_written = result["provenance"].as_array().unwrap().len();
+    assert_eq!(ours_after.len(), ours_before.len() + ours_written);
+    assert!(copies_after.len() > copies_before.len());
     assert_eq!(after["DocumentReference"], before["DocumentReference"] + 1);
     let grew = clinical_growth(&before, &after);
     assert_eq!(grew, 45);
@@ -218,6 +288,60 @@ pub async fn write_read_back_and_rewrite(driver: &mut Driver, emr: &EmrReader) {
         again["provenance"], result["provenance"],
         "the same Provenance is found, not a second one"
     );
+    assert_eq!(emr.counts(WRITTEN_TYPES).await, after);
+    result
+}
+
+/// The EMR fails after `passes` write requests went through (a split write, a batch, single
+/// creates): what was written is whole and reported, what was not stays selected, and a
+/// retry writes every item exactly once, each covered by Provenance.
+pub async fn half_way_failure_then_retry(
+    driver: &mut Driver,
+    emr: &EmrReader,
+    injector: &dyn FaultInjector,
+    passes: usize,
+) {
+    let (launch, rows) = review(driver, "pat-004").await;
+    let keys = choose(&rows, 20, 0);
+    select_only(driver, &launch, &rows, &keys).await;
+    let before = emr.counts(WRITTEN_TYPES).await;
+    for _ in 0..passes {
+        injector.inject(Fault::Pass);
+    }
+    injector.inject(Fault::Fail500);
+    let (status, first) = add(driver, &launch).await;
+    assert_eq!(status, StatusCode::OK, "part was written: {first}");
+    let outcomes = first["outcomes"].as_array().unwrap();
+    let written = outcomes.iter().filter(|o| o["status"] == "Created").count();
+    let failed = outcomes.iter().filter(|o| o["status"] == "Failed").count();
+    assert!(written > 0 && failed > 0 && written + failed == 20, "{first}");
+    assert!(first["notes"].to_string().contains("nothing is duplicated"), "{first}");
+    // What failed is still selected; what was written is not.
+    let (_, view) = driver.server_fn("history", &[("launch", &launch), ("refresh", "false")]).await;
+    assert_eq!(view["selected"].as_array().unwrap().len(), failed, "{view}");
+    let mid = emr.counts(WRITTEN_TYPES).await;
+    assert_eq!(clinical_growth(&before, &mid), written, "whole parts, nothing half-written");
+
+    // The retry: the rest is written, nothing twice.
+    select_only(driver, &launch, &rows, &keys).await;
+    let (status, retry) = add(driver, &launch).await;
+    assert_eq!(status, StatusCode::OK, "{retry}");
+    let outcomes = retry["outcomes"].as_array().unwrap();
+    assert_eq!(
+        outcomes.iter().filter(|o| o["status"] == "AlreadyPresent").count(),
+        written,
+        "{retry}"
+    );
+    assert_eq!(outcomes.iter().filter(|o| o["status"] == "Created").count(), failed, "{retry}");
+    let after = emr.counts(WRITTEN_TYPES).await;
+    assert_eq!(clinical_growth(&before, &after), 20, "every item exactly once");
+    let references: Vec<String> =
+        outcomes.iter().map(|o| o["reference"].as_str().unwrap().to_owned()).collect();
+    check_provenance(emr, &retry, &references).await;
+    // A third time adds nothing at all.
+    select_only(driver, &launch, &rows, &keys).await;
+    let (status, _) = add(driver, &launch).await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(emr.counts(WRITTEN_TYPES).await, after);
 }
 
@@ -244,7 +368,8 @@ pub async fn failure_then_retry(
     let during = emr.counts(WRITTEN_TYPES).await;
     if commits {
         // The EMR wrote everything before its answer was lost: all of it, not part.
-        assert_eq!(during["Provenance"], before["Provenance"] + 1);
+        assert_eq!(clinical_growth(&before, &during), 10);
+        assert!(during["Provenance"] > before["Provenance"]);
     } else {
         assert_eq!(during, before, "nothing half-written");
     }
@@ -255,7 +380,9 @@ pub async fn failure_then_retry(
     let (status, result) = add(driver, &launch).await;
     assert_eq!(status, StatusCode::OK, "{result}");
     let after = emr.counts(WRITTEN_TYPES).await;
-    assert_eq!(after["Provenance"], before["Provenance"] + 1);
+    if commits {
+        assert_eq!(after["Provenance"], during["Provenance"], "no second Provenance");
+    }
     let grew = clinical_growth(&before, &after);
     assert_eq!(grew, 10);
     let expected = if commits { "AlreadyPresent" } else { "Created" };

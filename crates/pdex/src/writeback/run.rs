@@ -110,6 +110,9 @@ pub struct WriteReport {
     pub refused_formats: Vec<DocumentFormat>,
     /// Set when the write stopped before the end.
     pub failure: Option<PartFailure>,
+    /// Written records not yet covered by our Provenance (a batch or single-create write that
+    /// stopped, and whose Provenance could not be written either): the retry covers them.
+    pub provenance_missing: bool,
 }
 
 impl WriteReport {
@@ -249,25 +252,56 @@ async fn stepwise<E: EmrWriter>(
     for step in steps {
         if let Err(error) = send_step(emr, ctx, step, &options, &mut report, &mut written).await {
             report.failure = Some(PartFailure { request: report.requests + 1, error });
+            // What did get written gets its Provenance now, if the EMR still answers.
+            let covered = provenance_steps(
+                emr,
+                ctx,
+                selection,
+                &ordered,
+                &options,
+                &mut report,
+                &mut written,
+            )
+            .await;
+            report.provenance_missing =
+                covered.is_err() && report.outcomes.iter().any(EntryOutcome::written);
             return report;
         }
     }
-    // The Provenance records, once everything they point at has an id in the EMR.
+    if let Err(error) =
+        provenance_steps(emr, ctx, selection, &ordered, &options, &mut report, &mut written).await
+    {
+        report.failure = Some(PartFailure { request: report.requests + 1, error });
+        report.provenance_missing = true;
+    }
+    report
+}
+
+/// The Provenance records of a stepwise write, once everything they point at has an id in
+/// the EMR: copies of the plan's, then ours over what was written.
+async fn provenance_steps<E: EmrWriter>(
+    emr: &E,
+    ctx: &WriteContext<'_>,
+    selection: &WriteSelection<'_>,
+    ordered: &[&HistoryItem],
+    options: &WriteOptions,
+    report: &mut WriteReport,
+    written: &mut HashMap<String, String>,
+) -> Result<(), FhirError> {
     let covers: Vec<&HistoryItem> =
         ordered.iter().copied().filter(|i| written.contains_key(&i.key)).collect();
     let covers_document =
         if report.document_written() { selection.document.clone() } else { Vec::new() };
+    if covers.is_empty() && covers_document.is_empty() {
+        return Ok(());
+    }
     for content in [
         PartContent { plan_provenance: true, covers: covers.clone(), ..Default::default() },
         PartContent { provenance: true, covers, covers_document, ..Default::default() },
     ] {
-        if let Err(error) = send_step(emr, ctx, content, &options, &mut report, &mut written).await
-        {
-            report.failure = Some(PartFailure { request: report.requests + 1, error });
-            return report;
-        }
+        send_step(emr, ctx, content, options, report, written).await?;
     }
-    report
+    Ok(())
 }
 
 /// Sends one step as a batch (halved when refused for its size) or as single creates; a
