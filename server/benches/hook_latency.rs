@@ -53,6 +53,7 @@ async fn main() {
         let started = Instant::now();
         let r = http
             .post(format!("{app}api/request_plan_history"))
+            .header("sec-fetch-site", "same-origin")
             .form(&[("launch", launch_id.as_str())])
             .send()
             .await

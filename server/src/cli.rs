@@ -38,6 +38,11 @@ pub struct Cli {
     #[arg(long, env = "MH_DIST_DIR", default_value = "dist")]
     pub dist_dir: PathBuf,
 
+    /// The application log's format: `text` (colours only on a terminal) or `json` (one
+    /// object per line, for log shippers).
+    #[arg(long, env = "MH_LOG_FORMAT", value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
+
     /// Sandbox mode: the sandbox EHR's port (0 picks a free one).
     #[arg(long, env = "MH_SANDBOX_EHR_PORT", default_value_t = 8081)]
     pub sandbox_ehr_port: u16,
@@ -111,6 +116,7 @@ impl Cli {
             data_dir: Some(data_dir),
             signing_key: None,
             dist_dir,
+            log_format: crate::logging::LogFormat::Text,
             sandbox_ehr_port: 0,
             sandbox_token_ttl: 3600,
             sandbox_patients: 12,

@@ -1,7 +1,10 @@
 //! The SMART launch routes, the JWKS, and the health check.
 
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderValue};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
+
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -17,12 +20,53 @@ pub struct LaunchQuery {
     pub launch: Option<String>,
 }
 
+/// Launches per client address per minute (`governor`'s keyed GCRA limiter).
+#[derive(Debug)]
+pub struct LaunchLimiter(
+    governor::RateLimiter<
+        IpAddr,
+        governor::state::keyed::DefaultKeyedStateStore<IpAddr>,
+        governor::clock::DefaultClock,
+    >,
+);
+
+impl LaunchLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+        Self(governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute)))
+    }
+
+    /// Whether `client` may start another launch now. Keys of clients that are back to a
+    /// full allowance are dropped now and then, so the map does not grow with every address.
+    pub fn allow(&self, client: IpAddr) -> bool {
+        if self.0.len() > 10_000 {
+            self.0.retain_recent();
+        }
+        self.0.check_key(&client).is_ok()
+    }
+}
+
+/// The client's address, when the request came through our listener (not in router tests).
+fn client_address(connect: Option<&ConnectInfo<SocketAddr>>) -> IpAddr {
+    connect.map(|c| c.0.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
 /// `GET /launch?iss=…&launch=…` (EHR launch) or `?iss=…` (standalone, from the start page).
+/// A launch is what creates a session, so it is where sessions are capped and rate-limited.
 pub async fn launch(
     State(server): State<ServerState>,
+    connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     session: Session,
     Query(q): Query<LaunchQuery>,
 ) -> Response {
+    if !server.launch_limiter.allow(client_address(connect.as_ref().map(|c| &c.0))) {
+        tracing::warn!("launch refused: too many from one client");
+        return busy(&server, StatusCode::TOO_MANY_REQUESTS);
+    }
+    if session.id().is_none() && server.sessions.is_full().await {
+        tracing::warn!("launch refused: the session limit is reached");
+        return busy(&server, StatusCode::SERVICE_UNAVAILABLE);
+    }
     match service::launch::start(&server.app, &session, q.iss.as_deref(), q.launch.as_deref()).await
     {
         Ok(url) => Redirect::to(url.as_str()).into_response(),
@@ -31,6 +75,13 @@ pub async fn launch(
             server.frontend.launch_error(e.code())
         }
     }
+}
+
+fn busy(server: &ServerState, status: StatusCode) -> Response {
+    let mut response = server.frontend.launch_error(api::LaunchErrorCode::Busy);
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+    response
 }
 
 /// `GET /callback?code=…&state=…` from the EHR's authorization endpoint.

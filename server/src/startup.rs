@@ -10,7 +10,6 @@ use service::config::{
     AppConfig, ClientAuthConfig, EhrConfig, PayerConfig, PlanFhirAuth, DEFAULT_EHR_SCOPE,
 };
 use service::AppState;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use url::Url;
 
@@ -228,8 +227,14 @@ pub async fn start_with(
     cli: Cli,
     adjust: impl FnOnce(&mut AppConfig),
 ) -> Result<Running, StartError> {
-    let listener = TcpListener::bind(cli.listen)
-        .await
+    // The backlog is set before the configuration is read (binding first gives sandbox
+    // mode its default public URL); `[limits] listen_backlog` applies from the file.
+    let backlog = match &cli.config {
+        Some(path) => AppConfig::from_file(path)?.limits.listen_backlog,
+        None => service::config::Limits::default().listen_backlog,
+    };
+    crate::serve::raise_open_file_limit();
+    let listener = crate::serve::bind(cli.listen, backlog)
         .map_err(|source| StartError::Listen { addr: cli.listen, source })?;
     let addr =
         listener.local_addr().map_err(|source| StartError::Listen { addr: cli.listen, source })?;
@@ -237,22 +242,16 @@ pub async fn start_with(
         Url::parse(&format!("http://{addr}")).map_err(|e| StartError::Url(e.to_string()))?;
     let prepared = prepare_with(&cli, default_url, SandboxKeys::JwksUrl, adjust).await?;
     let frontend = Frontend::load(&cli.dist_dir);
-    let sessions = PrunedMemoryStore::default();
+    let limits = &prepared.state.config.limits;
+    let sessions = PrunedMemoryStore::new(limits.max_sessions);
     crate::register_server_fns();
     let router = crate::router(prepared.state.clone(), frontend, sessions.clone());
-    // Answers go out as written, not held back by Nagle's algorithm waiting for an ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let task = tokio::spawn(async move {
-        if let Err(e) =
-            axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await
-        {
-            tracing::error!(error = %e, "server stopped");
-        }
-    });
+    let connection_limits = crate::serve::ConnectionLimits {
+        header_read_timeout: std::time::Duration::from_secs(limits.header_read_timeout_seconds),
+        max_connections: limits.max_connections,
+    };
+    let task =
+        tokio::spawn(crate::serve::serve(listener, router, connection_limits, shutdown_signal()));
     Ok(Running {
         url: prepared.state.config.public_url.clone(),
         state: prepared.state,

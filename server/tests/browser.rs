@@ -131,11 +131,7 @@ async fn launch_errors_show_a_page_that_says_what_to_do() {
 async fn the_app_opens_inside_the_ehr_frame() {
     let app = start().await;
     let browser = Browser::start().await;
-    browser.client.goto(&format!("{}/", app.sandbox().ehr_url())).await.unwrap();
-    browser.click("input[name=embedded]").await;
-    browser.click("button[name=patient][value=pat-001]").await;
-    let frame = browser.wait("#app-frame").await;
-    frame.enter_frame().await.unwrap();
+    browser.launch_embedded(app.sandbox().ehr_url(), "pat-001").await;
     let name = browser.text("[data-testid=patient-name]").await;
     assert_eq!(name, app.sandbox().ehr.people[0].display_name());
     browser.close().await;

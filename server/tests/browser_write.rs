@@ -66,3 +66,30 @@ async fn launch_review_add_to_chart_and_see_it_in_the_ehr() {
     assert_eq!(from_plan, added + 1);
     browser.close().await;
 }
+
+/// The EHR (at 127.0.0.1) frames the app from another site (localhost): the session lives in
+/// a partitioned cross-site cookie, and the whole flow works inside the frame.
+#[tokio::test]
+async fn in_a_cross_site_ehr_frame_launch_review_and_add_to_chart() {
+    TestServer::require_built_app();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let app = TestServer::start_with(
+        |cli| {
+            cli.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            cli.public_url = Some(url::Url::parse(&format!("http://localhost:{port}")).unwrap());
+        },
+        |_| {},
+    )
+    .await;
+    assert!(app.sandbox().ehr_url().starts_with("http://127.0.0.1:"));
+    let browser = Browser::start().await;
+    browser.launch_embedded(app.sandbox().ehr_url(), "pat-001").await;
+    browser.wait("[data-testid=history-list] .history-row").await;
+    let selected = browser.text("[data-testid=selection-count]").await;
+    assert!(!selected.starts_with("0 of"), "{selected}");
+    browser.click("[data-testid=add-to-chart]").await;
+    browser.click("[data-testid=write-confirm-button]").await;
+    let counts = browser.text("[data-testid=write-counts]").await;
+    assert!(counts.contains("added") && counts.contains("0 not added"), "{counts}");
+    browser.close().await;
+}

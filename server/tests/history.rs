@@ -111,7 +111,7 @@ async fn an_item_in_full_with_its_raw_resource() {
     let (status, _) = driver
         .server_fn("history_item", &[("launch", &launch), ("key", "Condition/not-there")])
         .await;
-    assert_ne!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
@@ -127,6 +127,6 @@ async fn the_history_needs_the_plans_answer_first() {
     let launch = driver.launch("pat-001").await;
     let (status, body) =
         driver.server_fn("history", &[("launch", &launch), ("refresh", "false")]).await;
-    assert_ne!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["code"], "bad_request");
 }

@@ -128,7 +128,7 @@ async fn coverage_with_another_plan_or_none_asks_for_the_member_id() {
     let (_, plan) = driver.server_fn("plan_status", &[("launch", &launch)]).await;
     assert_eq!(plan["identification"]["UnconfiguredPlan"]["plan_names"][0], "Northwind Mutual");
     let (status, refused) = ask(&mut driver, &launch, &[]).await;
-    assert_ne!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(refused["code"], "bad_request");
 
     let none = patient_with(&driver, CoverageKind::None, 0);
@@ -140,7 +140,7 @@ async fn coverage_with_another_plan_or_none_asks_for_the_member_id() {
     assert_eq!(answer["outcome"], "NotMatched");
     let (status, bad) =
         ask(&mut driver, &launch, &[("payer", "sandbox-plan"), ("member_id", "<script>")]).await;
-    assert_ne!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(bad["message"].as_str().unwrap().contains("letters, digits"));
 }
 
@@ -188,7 +188,7 @@ async fn feedback_for_accept_and_dismiss_reaches_the_plan() {
     let (status, _) = driver
         .server_fn("card_feedback", &[("launch", &launch), ("card", "1"), ("reason", "made-up")])
         .await;
-    assert_ne!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(driver.sandbox().plan.feedback().len(), 2);
 }
 
@@ -385,7 +385,7 @@ async fn a_typed_member_id_naming_someone_else_shows_and_writes_nothing() {
     // The history is not loaded and nothing can be written, whatever the browser sends.
     let (status, refused) =
         driver.server_fn("history", &[("launch", &launch), ("refresh", "false")]).await;
-    assert_ne!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(refused["code"], "member_mismatch", "{refused}");
     let before = driver.sandbox().ehr.store.counts();
     let (status, refused) = driver.server_fn("add_to_chart", &[("launch", &launch)]).await;
@@ -412,7 +412,7 @@ async fn a_typed_member_id_is_refused_where_the_coverage_names_the_member() {
     let launch = driver.launch(&covered).await;
     let (status, refused) =
         ask(&mut driver, &launch, &[("payer", "sandbox-plan"), ("member_id", &other_member)]).await;
-    assert_ne!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(refused["code"], "bad_request", "{refused}");
 }
 

@@ -26,12 +26,14 @@ pub enum LaunchErrorCode {
     TokenRefused,
     /// The EHR launched without a patient in context.
     NoPatient,
+    /// Member History is at capacity, or this address started too many launches.
+    Busy,
     /// A fault on our side.
     Internal,
 }
 
 impl LaunchErrorCode {
-    pub const ALL: [LaunchErrorCode; 11] = [
+    pub const ALL: [LaunchErrorCode; 12] = [
         LaunchErrorCode::UnknownIssuer,
         LaunchErrorCode::MissingIssuer,
         LaunchErrorCode::ConsentDenied,
@@ -42,6 +44,7 @@ impl LaunchErrorCode {
         LaunchErrorCode::EhrMisconfigured,
         LaunchErrorCode::TokenRefused,
         LaunchErrorCode::NoPatient,
+        LaunchErrorCode::Busy,
         LaunchErrorCode::Internal,
     ];
 
@@ -57,6 +60,7 @@ impl LaunchErrorCode {
             LaunchErrorCode::EhrMisconfigured => "ehr_misconfigured",
             LaunchErrorCode::TokenRefused => "token_refused",
             LaunchErrorCode::NoPatient => "no_patient",
+            LaunchErrorCode::Busy => "busy",
             LaunchErrorCode::Internal => "internal",
         }
     }
@@ -79,6 +83,7 @@ impl LaunchErrorCode {
             LaunchErrorCode::EhrMisconfigured => "The EHR's SMART settings are not usable",
             LaunchErrorCode::TokenRefused => "The EHR refused to complete the sign-in",
             LaunchErrorCode::NoPatient => "No patient was selected",
+            LaunchErrorCode::Busy => "Member History is busy",
             LaunchErrorCode::Internal => "Member History could not start",
         }
     }
@@ -96,6 +101,7 @@ impl LaunchErrorCode {
             LaunchErrorCode::EhrMisconfigured => "The EHR's SMART configuration is missing something Member History needs (such as PKCE S256 support).",
             LaunchErrorCode::TokenRefused => "The EHR did not accept the sign-in code. It may have expired or been used already.",
             LaunchErrorCode::NoPatient => "The EHR opened Member History without a patient in context.",
+            LaunchErrorCode::Busy => "Member History is serving as many sessions as it is set up for, or too many launches came from this network address in the last minute.",
             LaunchErrorCode::Internal => "An unexpected fault occurred on Member History's server. It has been logged.",
         }
     }
@@ -113,6 +119,7 @@ impl LaunchErrorCode {
             LaunchErrorCode::SessionExpired => "Launch Member History again from the patient's chart.",
             LaunchErrorCode::EhrUnreachable => "Wait a moment and launch again. If it keeps happening, tell your EHR administrator.",
             LaunchErrorCode::NoPatient => "Open a patient's chart in the EHR and launch Member History from there.",
+            LaunchErrorCode::Busy => "Wait half a minute and launch again from the patient's chart.",
             LaunchErrorCode::Internal => "Try again. If it keeps happening, contact support with the time of the error.",
         }
     }
@@ -128,6 +135,7 @@ impl LaunchErrorCode {
             | LaunchErrorCode::AuthorizationFailed
             | LaunchErrorCode::TokenRefused => 403,
             LaunchErrorCode::SessionExpired => 401,
+            LaunchErrorCode::Busy => 503,
             LaunchErrorCode::EhrUnreachable | LaunchErrorCode::EhrMisconfigured => 502,
             LaunchErrorCode::Internal => 500,
         }

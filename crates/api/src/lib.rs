@@ -89,8 +89,32 @@ pub enum ErrorCode {
     BadRequest,
     /// The plan's member is not the patient in the chart: nothing is shown or written.
     MemberMismatch,
+    /// What the request acted on changed meanwhile (in another tab): reload.
+    Stale,
+    /// The EHR or the plan did not answer in time.
+    UpstreamTimeout,
+    /// Too many requests from this browser or in all: try again shortly.
+    Busy,
     /// Something failed on our side; details are in the server log.
     Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status a server function answers with for this code: the one table the
+    /// server's status mapping and its tests read. 500 only for our own faults.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::SessionExpired => 401,
+            ErrorCode::EhrRefused => 403,
+            ErrorCode::BadRequest => 400,
+            ErrorCode::MemberMismatch => 422,
+            ErrorCode::Stale => 409,
+            ErrorCode::Busy => 429,
+            ErrorCode::EhrUnavailable | ErrorCode::PlanUnavailable => 502,
+            ErrorCode::UpstreamTimeout => 504,
+            ErrorCode::Internal => 500,
+        }
+    }
 }
 
 /// The error every server function returns: a stable code and a message safe to show.

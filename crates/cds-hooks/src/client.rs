@@ -75,6 +75,8 @@ pub struct CdsLimits {
     pub timeout: Duration,
     pub max_body: usize,
     pub max_cards: usize,
+    /// Calls in flight at once to this service, over all clinicians (more wait their turn).
+    pub max_in_flight: usize,
 }
 
 impl Default for CdsLimits {
@@ -84,6 +86,7 @@ impl Default for CdsLimits {
             timeout: Duration::from_secs(15),
             max_body: 2 * 1024 * 1024,
             max_cards: 50,
+            max_in_flight: 64,
         }
     }
 }
@@ -153,6 +156,7 @@ pub struct CdsClient {
     http: reqwest::Client,
     identity: ClientIdentity,
     limits: CdsLimits,
+    gate: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// `{base}/cds-services`.
@@ -180,7 +184,8 @@ impl CdsClient {
             .user_agent(concat!("member-history/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Self { http, identity, limits }
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight.max(1)));
+        Self { http, identity, limits, gate }
     }
 
     pub fn identity(&self) -> &ClientIdentity {
@@ -275,8 +280,13 @@ impl CdsClient {
         url: &str,
         tenant: Option<&str>,
     ) -> Result<(StatusCode, Option<Value>), CdsError> {
-        let response =
-            self.signed(request, url, tenant)?.send().await.map_err(|e| self.transport(e))?;
+        let request = self.signed(request, url, tenant)?;
+        // Waiting for a permit counts against the call's deadline, as the plan sees it.
+        let _permit = tokio::time::timeout(self.limits.timeout, self.gate.acquire())
+            .await
+            .map_err(|_| CdsError::Timeout(self.limits.timeout))?
+            .map_err(|_| CdsError::Timeout(self.limits.timeout))?;
+        let response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status();
         let content_type =
             response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);

@@ -5,6 +5,8 @@
 //! logs); an OperationOutcome's human text is kept apart in [`FhirError::outcome_text`] for the
 //! clinician who made the call.
 
+use std::time::Duration;
+
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -105,12 +107,21 @@ pub struct FhirClient {
     base: Url,
     max_body: usize,
     timeout: Option<std::time::Duration>,
+    /// Shared by every client of one server: bounds the requests in flight to it.
+    gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 impl FhirClient {
     pub fn new(http: reqwest::Client, base: Url, limits: &HttpLimits) -> Self {
         let base = with_trailing_slash(base);
-        Self { http, base, max_body: limits.max_body, timeout: None }
+        Self { http, base, max_body: limits.max_body, timeout: None, gate: None }
+    }
+
+    /// Bounds the requests in flight through every client that shares `gate` (one per
+    /// server, over all clinicians); a request waits for a permit, its time limit included.
+    pub fn with_gate(mut self, gate: std::sync::Arc<tokio::sync::Semaphore>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// A deadline for each whole request (answer included), overriding the HTTP client's.
@@ -221,14 +232,7 @@ impl FhirClient {
         if let Some(query) = if_none_exist {
             request = request.header("If-None-Exist", query);
         }
-        let response = request.send().await.map_err(transport)?;
-        let status = response.status();
-        let location = response
-            .headers()
-            .get(reqwest::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = self.body(response).await?;
+        let (status, location, body) = self.exchange(request).await?;
         if !status.is_success() {
             return Err(status_error(status, &body));
         }
@@ -244,15 +248,11 @@ impl FhirClient {
     ) -> Result<Bundle, FhirError> {
         // `POST [base]`, without the trailing slash the joins need.
         let url = Url::parse(self.base()).map_err(|e| FhirError::Decode(e.to_string()))?;
-        let response = self
+        let request = self
             .request(Method::POST, url, token)
             .header(CONTENT_TYPE, FHIR_JSON)
-            .body(serde_json::to_vec(bundle).map_err(|e| FhirError::Decode(e.to_string()))?)
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = response.status();
-        let body = self.body(response).await?;
+            .body(serde_json::to_vec(bundle).map_err(|e| FhirError::Decode(e.to_string()))?);
+        let (status, _, body) = self.exchange(request).await?;
         if !status.is_success() {
             return Err(status_error(status, &body));
         }
@@ -260,9 +260,7 @@ impl FhirClient {
     }
 
     async fn get_json(&self, token: Option<&str>, url: Url) -> Result<Value, FhirError> {
-        let response = self.request(Method::GET, url, token).send().await.map_err(transport)?;
-        let status = response.status();
-        let body = self.body(response).await?;
+        let (status, _, body) = self.get_with_retry(token, url).await?;
         if !status.is_success() {
             return Err(status_error(status, &body));
         }
@@ -280,9 +278,71 @@ impl FhirClient {
         }
     }
 
-    async fn body(&self, response: reqwest::Response) -> Result<Vec<u8>, FhirError> {
-        Ok(http::read_capped(response, self.max_body).await?)
+    /// A read, tried once more when that is safe and likely to help: a GET changes nothing,
+    /// so after a connection that failed before any answer, or a 429/503 (the server asking
+    /// for a pause, for at most 5 s by its `Retry-After`), it is sent again once.
+    async fn get_with_retry(
+        &self,
+        token: Option<&str>,
+        url: Url,
+    ) -> Result<(StatusCode, Option<String>, Vec<u8>), FhirError> {
+        let request = || self.request(Method::GET, url.clone(), token);
+        let pause = match self.exchange_with_headers(request()).await {
+            Err(FhirError::Transport(_)) => Duration::from_millis(200),
+            Ok((status, headers, body))
+                if matches!(
+                    status,
+                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                ) =>
+            {
+                match retry_after(&headers) {
+                    Some(wait) if wait <= Duration::from_secs(5) => wait,
+                    Some(_) => return Ok((status, None, body)),
+                    None => Duration::from_millis(500),
+                }
+            }
+            other => {
+                return other.map(|(status, headers, body)| (status, location(&headers), body))
+            }
+        };
+        tokio::time::sleep(pause).await;
+        self.exchange(request()).await
     }
+
+    /// Sends (within the gate, when there is one) and reads the capped body: the status, the
+    /// `Location` header and the body.
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, Option<String>, Vec<u8>), FhirError> {
+        let (status, headers, body) = self.exchange_with_headers(request).await?;
+        Ok((status, location(&headers), body))
+    }
+
+    async fn exchange_with_headers(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>), FhirError> {
+        let _permit = match &self.gate {
+            Some(gate) => Some(gate.acquire().await.map_err(|_| FhirError::Timeout)?),
+            None => None,
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = http::read_capped(response, self.max_body).await?;
+        Ok((status, headers, body))
+    }
+}
+
+fn location(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers.get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is treated as "not soon").
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    Some(value.trim().parse::<u64>().map_or(Duration::MAX, Duration::from_secs))
 }
 
 fn with_trailing_slash(mut url: Url) -> Url {
@@ -303,8 +363,12 @@ pub fn outcome_text(body: &[u8]) -> Option<String> {
         return None;
     }
     let texts: Vec<String> =
-        value.get("issue")?.as_array()?.iter().filter_map(issue_text).collect();
-    (!texts.is_empty()).then(|| texts.join("; "))
+        value.get("issue")?.as_array()?.iter().take(20).filter_map(issue_text).collect();
+    // Outside text that reaches logs and, through a caller's message, pages: no control
+    // characters, and a bounded length.
+    (!texts.is_empty()).then(|| {
+        texts.join("; ").chars().take(600).map(|c| if c.is_control() { ' ' } else { c }).collect()
+    })
 }
 
 fn issue_text(issue: &Value) -> Option<String> {
@@ -367,6 +431,55 @@ mod tests {
             c.checked_link("https://plan.example/other/Patient"),
             Err(FhirError::ForeignLink)
         ));
+    }
+
+    /// A server that answers each GET with the next of `answers` (status, Retry-After).
+    async fn answering(
+        answers: Vec<(u16, Option<&'static str>)>,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let count = std::sync::Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        let app = axum::Router::new().fallback(move || {
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            let (status, retry) = answers.get(n).copied().unwrap_or((200, None));
+            async move {
+                let mut response = axum::response::Response::builder().status(status);
+                if let Some(retry) = retry {
+                    response = response.header("retry-after", retry);
+                }
+                response
+                    .body(axum::body::Body::from(r#"{"resourceType":"Patient","id":"1"}"#))
+                    .unwrap()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/fhir", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (base, count)
+    }
+
+    #[tokio::test]
+    async fn a_read_is_tried_again_once_when_the_server_asks_for_a_pause() {
+        use std::sync::atomic::Ordering;
+        let (base, count) = answering(vec![(503, Some("0"))]).await;
+        let patient = client(&base).read(None, "Patient", "1").await.unwrap();
+        assert_eq!(patient["id"], "1");
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        // Only once; and not when the pause asked for is long.
+        let (base, count) = answering(vec![(503, Some("0")), (503, Some("0"))]).await;
+        assert!(matches!(
+            client(&base).read(None, "Patient", "1").await,
+            Err(FhirError::Status { status: 503, .. })
+        ));
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        let (base, count) = answering(vec![(429, Some("3600"))]).await;
+        assert!(client(&base).read(None, "Patient", "1").await.is_err());
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        // A server error is not a request for a pause.
+        let (base, count) = answering(vec![(500, None)]).await;
+        assert!(client(&base).read(None, "Patient", "1").await.is_err());
+        assert_eq!(count.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod bundle;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod date;
 #[cfg(feature = "client")]
 pub mod http;
 pub mod resource;
@@ -15,6 +16,7 @@ pub mod resource;
 pub use bundle::{Bundle, BundleEntry, BundleLink};
 #[cfg(feature = "client")]
 pub use client::{FhirClient, FhirError};
+pub use date::FhirDate;
 pub use resource::{
     display_name, first_identifier_of_type, reference_id, Coding, Reference, ResourceExt,
 };

@@ -59,7 +59,7 @@ fn day(resource: &Value) -> Option<&str> {
         "/dateAsserted",
     ];
     let s = POINTERS.iter().find_map(|p| resource.pointer(p).and_then(Value::as_str))?;
-    Some(&s[..s.len().min(10)])
+    fhir::date::day_of(s)
 }
 
 /// Calls `each` with `type|system|code|day` for each coding of the resource's concept.

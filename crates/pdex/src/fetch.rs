@@ -3,6 +3,7 @@
 //! when the plan's CapabilityStatement does not offer `$everything`.
 
 use fhir::{FhirClient, FhirError};
+use futures::StreamExt;
 use serde_json::Value;
 
 use crate::model::history_resource_types;
@@ -21,6 +22,8 @@ pub struct FetchOptions {
     pub page_size: usize,
     /// Safety stop: pages followed at most.
     pub max_pages: usize,
+    /// Per-type searches run at once (without `$everything`).
+    pub concurrent_searches: usize,
 }
 
 impl Default for FetchOptions {
@@ -32,6 +35,7 @@ impl Default for FetchOptions {
             types: Vec::new(),
             page_size: 500,
             max_pages: 200,
+            concurrent_searches: 4,
         }
     }
 }
@@ -122,7 +126,7 @@ pub async fn fetch_history(
         .await?;
         return Ok(Fetched { pages, used_everything: true, skipped_types: Vec::new(), truncated });
     }
-    // No $everything: one search per type, side by side.
+    // No $everything: one search per type, a few side by side.
     let searches = types.iter().map(|resource_type| {
         let mut params: Vec<(&str, String)> =
             vec![("patient", patient.to_owned()), ("_count", options.page_size.to_string())];
@@ -145,7 +149,11 @@ pub async fn fetch_history(
         }
     });
     let mut fetched = Fetched::default();
-    for (resource_type, result) in futures::future::join_all(searches).await {
+    let results: Vec<_> = futures::stream::iter(searches.collect::<Vec<_>>())
+        .buffered(options.concurrent_searches.max(1))
+        .collect()
+        .await;
+    for (resource_type, result) in results {
         match result {
             Ok((mut pages, truncated)) => {
                 fetched.pages.append(&mut pages);

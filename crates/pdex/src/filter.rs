@@ -42,11 +42,9 @@ impl Filter {
             if self.from.as_deref().is_some_and(|from| !from.is_empty() && day < from) {
                 return false;
             }
-            if self
-                .to
-                .as_deref()
-                .is_some_and(|to| !to.is_empty() && &day[..day.len().min(to.len())] > to)
-            {
+            if self.to.as_deref().is_some_and(|to| {
+                !to.is_empty() && fhir::date::prefix(day, to.chars().count()) > to
+            }) {
                 return false;
             }
         }

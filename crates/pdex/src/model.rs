@@ -108,7 +108,7 @@ impl When {
     /// The day it happened (or started), `YYYY-MM-DD` or shorter when the source was.
     pub fn day(&self) -> Option<&str> {
         let s = self.start.as_deref().or(self.end.as_deref())?;
-        Some(&s[..s.len().min(10)])
+        fhir::date::day_of(s)
     }
 }
 
@@ -183,5 +183,20 @@ impl HistoryItem {
     /// The sort key (newest first sorts on this descending).
     pub fn sort_date(&self) -> &str {
         self.when.as_ref().and_then(|w| w.start.as_deref().or(w.end.as_deref())).unwrap_or("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::When;
+
+    #[test]
+    fn the_day_of_an_outside_date_never_cuts_a_character() {
+        let when = |s: &str| When { start: Some(s.to_owned()), end: None };
+        assert_eq!(when("2024-03-07T10:00:00Z").day(), Some("2024-03-07"));
+        assert_eq!(when("2024-03").day(), Some("2024-03"));
+        for odd in ["2024-03-0é", "ééééééééééé", "202", "yesterday", ""] {
+            assert_eq!(when(odd).day(), None, "{odd}");
+        }
     }
 }

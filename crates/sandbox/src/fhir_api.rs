@@ -551,8 +551,8 @@ async fn everything(
         })
         .filter(|r| match care_date(r) {
             Some(date) => {
-                start.is_none_or(|s| &date[..date.len().min(s.len())] >= s)
-                    && end.is_none_or(|e| &date[..date.len().min(e.len())] <= e)
+                start.is_none_or(|s| fhir::date::prefix(date, s.chars().count()) >= s)
+                    && end.is_none_or(|e| fhir::date::prefix(date, e.chars().count()) <= e)
             }
             None => true,
         })

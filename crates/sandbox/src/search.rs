@@ -158,7 +158,7 @@ fn split_prefix(v: &str) -> (&str, &str) {
 
 fn date_matches(actual: &str, op: &str, wanted: &str) -> bool {
     // Compare on the precision of the query value (FHIR dates are ISO strings).
-    let actual = &actual[..actual.len().min(wanted.len())];
+    let actual = fhir::date::prefix(actual, wanted.chars().count());
     match op {
         "eq" => actual == wanted,
         "ne" => actual != wanted,

@@ -37,12 +37,91 @@ pub struct AppConfig {
     /// Minutes of inactivity after which a browser session ends.
     #[serde(default = "default_idle_minutes")]
     pub session_idle_minutes: u64,
+    /// What the server holds open and how long it waits (`[limits]`).
+    #[serde(default)]
+    pub limits: Limits,
     /// The EHRs Member History may be launched from. Only these are ever contacted.
     #[serde(default, rename = "ehr")]
     pub ehrs: Vec<EhrConfig>,
     /// The health plans Member History may ask. Only these are ever contacted.
     #[serde(default, rename = "payer")]
     pub payers: Vec<PayerConfig>,
+}
+
+/// Resource limits at the web edge and towards EHRs and plans. Every field has a default
+/// (the sample configuration gives them); a limit of 0 is refused at start.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Seconds a client has to send a request's headers (slow-loris connections are closed);
+    /// an idle keep-alive connection is closed after as long.
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a client has to send a request's body.
+    pub body_timeout_seconds: u64,
+    /// Seconds one request may take in all, the plan's answer included (then 504).
+    pub request_timeout_seconds: u64,
+    /// Largest request body, in bytes (then 413, chunked bodies too).
+    pub max_body_bytes: usize,
+    /// Connections open at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Requests in progress at once; further ones get 503 at once.
+    pub max_concurrent_requests: usize,
+    /// The listen backlog (the kernel caps it at `net.core.somaxconn`).
+    pub listen_backlog: u32,
+    /// Browser sessions held at once (a session starts with a launch); then 503.
+    pub max_sessions: usize,
+    /// Launches one client address may start per minute; then 429.
+    pub launches_per_minute_per_client: u32,
+    /// Requests in flight at once to one EHR, over all clinicians.
+    pub max_requests_per_ehr: usize,
+    /// Requests in flight at once to one plan (CDS Hooks and FHIR API), over all clinicians.
+    pub max_requests_per_plan: usize,
+    /// Searches one history load runs at once against the EHR (one per resource type).
+    pub searches_per_load: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_seconds: 10,
+            body_timeout_seconds: 30,
+            request_timeout_seconds: 120,
+            max_body_bytes: 1024 * 1024,
+            max_connections: 4096,
+            max_concurrent_requests: 1024,
+            listen_backlog: 1024,
+            max_sessions: 20_000,
+            launches_per_minute_per_client: 120,
+            max_requests_per_ehr: 64,
+            max_requests_per_plan: 64,
+            searches_per_load: 4,
+        }
+    }
+}
+
+impl Limits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let all = [
+            ("header_read_timeout_seconds", self.header_read_timeout_seconds as usize),
+            ("body_timeout_seconds", self.body_timeout_seconds as usize),
+            ("request_timeout_seconds", self.request_timeout_seconds as usize),
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_connections", self.max_connections),
+            ("max_concurrent_requests", self.max_concurrent_requests),
+            ("listen_backlog", self.listen_backlog as usize),
+            ("max_sessions", self.max_sessions),
+            ("launches_per_minute_per_client", self.launches_per_minute_per_client as usize),
+            ("max_requests_per_ehr", self.max_requests_per_ehr),
+            ("max_requests_per_plan", self.max_requests_per_plan),
+            ("searches_per_load", self.searches_per_load),
+        ];
+        match all.iter().find(|(_, v)| *v == 0) {
+            Some((name, _)) => {
+                Err(ConfigError::Invalid(format!("limits.{name} must be at least 1")))
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -200,6 +279,7 @@ impl AppConfig {
 
     /// Fails fast on what would only break later: duplicate ids, non-HTTP URLs, missing secrets.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.limits.validate()?;
         if !matches!(self.public_url.scheme(), "http" | "https") {
             return Err(ConfigError::Invalid("public_url must be an http or https URL".into()));
         }

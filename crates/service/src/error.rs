@@ -54,6 +54,9 @@ pub enum ServiceError {
     /// The write-back did not happen; the message says why and that retrying is safe.
     #[error("write: {0}")]
     Write(String),
+    /// The launch changed (in another tab) while this request waited; nothing was changed.
+    #[error("stale: {0}")]
+    Stale(String),
     #[error("session store: {0}")]
     Session(String),
     #[error("{0}")]
@@ -90,6 +93,10 @@ impl From<ServiceError> for ApiError {
                 ErrorCode::EhrRefused,
                 "The EHR did not allow Member History to read this part of the chart. Ask your EHR administrator to grant the app's scopes.",
             ),
+            ServiceError::Ehr(fhir::FhirError::Timeout) => {
+                tracing::warn!("EHR request timed out");
+                ApiError::new(ErrorCode::UpstreamTimeout, "The EHR did not answer in time. Try again in a moment.")
+            }
             ServiceError::Ehr(inner) => {
                 tracing::warn!(error = %inner, "EHR request failed");
                 ApiError::new(ErrorCode::EhrUnavailable, "The EHR did not answer as expected. Try again in a moment.")
@@ -98,6 +105,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Plan(m) => ApiError::new(ErrorCode::PlanUnavailable, m.clone()),
             ServiceError::MemberMismatch(m) => ApiError::new(ErrorCode::MemberMismatch, m.clone()),
             ServiceError::Write(m) => ApiError::new(ErrorCode::EhrUnavailable, m.clone()),
+            ServiceError::Stale(m) => ApiError::new(ErrorCode::Stale, m.clone()),
             ServiceError::Session(_) | ServiceError::Internal(_) => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::new(ErrorCode::Internal, "Something went wrong on Member History's server. Try again.")

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use api::{HistoryView, ItemDetail, SelectionSummary};
 use fhir::ResourceExt;
+use futures::StreamExt;
 use pdex::dedupe::ChartIndex;
 use pdex::filter::Own;
 use pdex::{Category, HistoryItem};
@@ -94,7 +95,7 @@ pub async fn load(
         }
     }
     let token = plan_token(state, payer, &mut access).await.map_err(ServiceError::Plan)?;
-    let client = fhir::FhirClient::new(state.http.clone(), access.fhir_base.clone(), &state.limits);
+    let client = state.plan_fhir_client(payer, &access.fhir_base);
     let token_str = token.as_ref().map(|t| t.expose().to_owned());
     let plan_error = |e: &dyn std::fmt::Display| {
         tracing::warn!(payer = %payer.config.id, error = %e, "reading the plan's history failed");
@@ -104,7 +105,10 @@ pub async fn load(
         ))
     };
     let capability = capability(payer, &client, token_str.as_deref()).await;
-    let options = pdex::fetch::FetchOptions::default();
+    let options = pdex::fetch::FetchOptions {
+        concurrent_searches: state.config.limits.searches_per_load,
+        ..Default::default()
+    };
     let (fetched, chart) = tokio::join!(
         pdex::fetch::fetch_history(
             &client,
@@ -229,7 +233,13 @@ async fn chart(
             (resource_type, result)
         }
     });
-    for (resource_type, result) in futures::future::join_all(searches).await {
+    // A few at a time: 13 searches per load, times every clinician loading, is more than an
+    // EHR should be asked at once (the EHR's gate bounds the total too).
+    let results: Vec<_> = futures::stream::iter(searches.collect::<Vec<_>>())
+        .buffered(state.config.limits.searches_per_load)
+        .collect()
+        .await;
+    for (resource_type, result) in results {
         match result {
             Ok(found) => resources.extend(found),
             Err(ServiceError::Ehr(e)) if matches!(e.status(), Some(400 | 403 | 404)) => {

@@ -607,7 +607,7 @@ async fn member_summary(
     access: &mut PlanAccess,
 ) -> Result<Followed, String> {
     let token = plan_token(state, payer, access).await?;
-    let client = fhir::FhirClient::new(state.http.clone(), access.fhir_base.clone(), &state.limits);
+    let client = state.plan_fhir_client(payer, &access.fhir_base);
     let token = token.as_ref().map(Secret::expose);
     let unreadable = |e: fhir::FhirError| {
         tracing::warn!(payer = %payer.config.id, error = %e, "plan FHIR API read failed");
@@ -694,7 +694,7 @@ pub async fn recheck_member(
 ) -> Result<(), ServiceError> {
     let mut access = access.clone();
     let token = plan_token(state, payer, &mut access).await.map_err(ServiceError::Plan)?;
-    let client = fhir::FhirClient::new(state.http.clone(), access.fhir_base.clone(), &state.limits);
+    let client = state.plan_fhir_client(payer, &access.fhir_base);
     let plan_patient =
         client.read(token.as_ref().map(Secret::expose), "Patient", &access.patient).await.map_err(
             |e| {
@@ -914,6 +914,7 @@ pub async fn feedback_for_launch(
             )
         }
     };
+    let card_uuid = item.card.clone();
     payer
         .cds
         .feedback(
@@ -923,12 +924,29 @@ pub async fn feedback_for_launch(
         )
         .await
         .map_err(|e| ServiceError::Plan(e.user_message(&payer.config.name)))?;
+    // The launch may have changed while the plan was asked (another tab asked the plan again):
+    // record the feedback only on the same card of the same plan's answer.
     let mut guard = launch.lock().await;
-    let stored =
-        guard.plan.as_mut().ok_or_else(|| ServiceError::Internal("plan state vanished".into()))?;
+    let stored = guard
+        .plan
+        .as_mut()
+        .filter(|p| p.payer_id == plan.payer_id && p.service_id.as_deref() == Some(&service_id))
+        .ok_or_else(stale_card)?;
+    let card = stored
+        .cards
+        .get(index)
+        .filter(|c| c.card.uuid.as_deref() == Some(card_uuid.as_str()))
+        .ok_or_else(stale_card)?;
+    let view = card_view(payer, index, card, Some(&recorded));
     stored.feedback.insert(index, recorded);
-    let view = card_view(payer, index, &stored.cards[index], stored.feedback.get(&index));
     Ok(view)
+}
+
+fn stale_card() -> ServiceError {
+    ServiceError::Stale(
+        "The plan's answer was replaced in another tab while this was sent, so it is not recorded here. Reload the page to see the current cards."
+            .into(),
+    )
 }
 
 pub(crate) fn now_rfc3339() -> String {

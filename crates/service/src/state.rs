@@ -20,6 +20,8 @@ pub struct EhrRuntime {
     /// The most entries per transaction this EHR took, once it refused a larger one: later
     /// writes split the same way from the start (and a retry finds the same parts).
     pub learned_write_limit: std::sync::Mutex<Option<usize>>,
+    /// Bounds the requests in flight to this EHR, over all clinicians.
+    pub gate: Arc<tokio::sync::Semaphore>,
 }
 
 /// One configured health plan: its discovery document (cached) and, for SMART Backend
@@ -33,6 +35,9 @@ pub struct PayerRuntime {
     pub discovery: tokio::sync::Mutex<Option<(std::time::Instant, cds_hooks::DiscoveryResponse)>>,
     /// The plan FHIR API's CapabilityStatement (does it offer `$everything`?), read once an hour.
     pub capability: tokio::sync::Mutex<Option<(std::time::Instant, serde_json::Value)>>,
+    /// Bounds the requests in flight to this plan's FHIR API, over all clinicians (its CDS
+    /// client has its own).
+    pub gate: Arc<tokio::sync::Semaphore>,
 }
 
 impl PayerRuntime {
@@ -94,6 +99,7 @@ impl AppState {
                     ),
                     write_capabilities: tokio::sync::Mutex::new(None),
                     learned_write_limit: std::sync::Mutex::new(None),
+                    gate: Arc::new(tokio::sync::Semaphore::new(config.limits.max_requests_per_ehr)),
                 }
             })
             .collect();
@@ -112,6 +118,7 @@ impl AppState {
                     identity.clone(),
                     cds_hooks::CdsLimits {
                         timeout: Duration::from_secs(payer.timeout_seconds.max(1)),
+                        max_in_flight: config.limits.max_requests_per_plan,
                         ..cds_hooks::CdsLimits::default()
                     },
                 ),
@@ -126,6 +133,7 @@ impl AppState {
                 },
                 discovery: tokio::sync::Mutex::new(None),
                 capability: tokio::sync::Mutex::new(None),
+                gate: Arc::new(tokio::sync::Semaphore::new(config.limits.max_requests_per_plan)),
             })
             .collect();
         let idle = Duration::from_secs(config.session_idle_minutes.max(1) * 60);
@@ -158,6 +166,13 @@ impl AppState {
     pub fn fhir_client(&self, ehr: &EhrRuntime) -> fhir::FhirClient {
         fhir::FhirClient::new(self.http.clone(), ehr.config.issuer.clone(), &self.limits)
             .with_timeout(Duration::from_secs(ehr.config.timeout_seconds.max(1)))
+            .with_gate(ehr.gate.clone())
+    }
+
+    /// A FHIR client for a plan's FHIR API at `base` (configured, or named by its answer).
+    pub fn plan_fhir_client(&self, payer: &PayerRuntime, base: &url::Url) -> fhir::FhirClient {
+        fhir::FhirClient::new(self.http.clone(), base.clone(), &self.limits)
+            .with_gate(payer.gate.clone())
     }
 
     /// Our public JWKS (what `/.well-known/jwks.json` serves).

@@ -72,6 +72,49 @@ impl SmartError {
     }
 }
 
+/// Error codes of RFC 6749 (§4.1.2.1, §5.2), RFC 6750 and OpenID Connect Core (§3.1.2.6).
+const OAUTH_ERROR_CODES: &[&str] = &[
+    "invalid_request",
+    "unauthorized_client",
+    "access_denied",
+    "unsupported_response_type",
+    "invalid_scope",
+    "server_error",
+    "temporarily_unavailable",
+    "invalid_client",
+    "invalid_grant",
+    "unsupported_grant_type",
+    "invalid_token",
+    "insufficient_scope",
+    "interaction_required",
+    "login_required",
+    "account_selection_required",
+    "consent_required",
+    "invalid_request_uri",
+    "invalid_request_object",
+    "request_not_supported",
+    "request_uri_not_supported",
+    "registration_not_supported",
+];
+
+/// An OAuth `error` value from outside (a redirect's query, a token endpoint's body), reduced
+/// to what is safe in a log line: a registered code as it is; anything else to at most 40
+/// characters of `[A-Za-z0-9_.-]`, marked as unregistered.
+pub fn oauth_error_code(raw: &str) -> String {
+    if OAUTH_ERROR_CODES.contains(&raw) {
+        return raw.to_owned();
+    }
+    let kept: String =
+        raw.chars().filter(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c)).take(40).collect();
+    format!("unregistered error code `{kept}`")
+}
+
+/// Outside free text made safe to keep: control characters replaced by spaces, at most
+/// `max` characters.
+pub fn log_safe(raw: &str, max: usize) -> String {
+    raw.chars().take(max).map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
 /// How the app authenticates to the token endpoint.
 #[derive(Debug, Clone)]
 pub enum ClientAuth {
@@ -245,9 +288,10 @@ impl SmartClient {
             return Err(SmartError::AuthorizationExpired);
         }
         if let Some(error) = &params.error {
+            // The description is free text from outside: it is neither logged nor shown.
             return Err(SmartError::Denied {
-                error: error.clone(),
-                description: params.error_description.clone(),
+                error: oauth_error_code(error),
+                description: params.error_description.as_deref().map(|d| log_safe(d, 200)),
             });
         }
         let code = params.code.clone().filter(|c| !c.is_empty()).ok_or(SmartError::CodeMissing)?;
@@ -402,7 +446,7 @@ pub fn client_assertion(
 fn token_error<E: std::error::Error>(e: RequestTokenError<E, BasicErrorResponse>) -> SmartError {
     match e {
         RequestTokenError::ServerResponse(response) => {
-            SmartError::TokenRefused { error: response.error().as_ref().to_owned() }
+            SmartError::TokenRefused { error: oauth_error_code(response.error().as_ref()) }
         }
         RequestTokenError::Request(e) => SmartError::Unreachable(e.to_string()),
         // The body may hold tokens: only the parser's message is kept.
@@ -420,6 +464,17 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn outside_oauth_errors_are_reduced_to_a_code() {
+        assert_eq!(oauth_error_code("access_denied"), "access_denied");
+        let forged = oauth_error_code("x\n2026-12-03T00:00:00Z  INFO forged\r\u{1b}[31mred");
+        assert!(!forged.chars().any(char::is_control), "{forged}");
+        assert!(!forged.contains(' ') || forged.starts_with("unregistered error code"));
+        assert!(forged.len() < 80);
+        assert_eq!(log_safe("a\nb\u{1b}c", 10), "a b c");
+        assert_eq!(log_safe(&"é".repeat(500), 200).chars().count(), 200);
+    }
 
     fn config() -> SmartConfiguration {
         SmartConfiguration {

@@ -66,6 +66,16 @@ impl Browser {
         Browser { client, driver, profile }
     }
 
+    /// Opens the sandbox EHR at `ehr_url`, launches the app for `patient` inside the EHR's app
+    /// frame, and switches into that frame.
+    pub async fn launch_embedded(&self, ehr_url: &str, patient: &str) {
+        self.client.goto(&format!("{ehr_url}/")).await.unwrap();
+        self.click("input[name=embedded]").await;
+        self.click(&format!("button[name=patient][value={patient}]")).await;
+        let frame = self.wait("#app-frame").await;
+        frame.enter_frame().await.unwrap();
+    }
+
     /// Waits for an element and returns its text.
     pub async fn text(&self, css: &str) -> String {
         let el = self.wait(css).await;

@@ -44,6 +44,7 @@ pub struct Reply {
 pub struct Driver {
     pub router: axum::Router,
     pub prepared: Prepared,
+    pub sessions: PrunedMemoryStore,
     cookie: Option<String>,
     http: reqwest::Client,
     _data: tempfile::TempDir,
@@ -70,14 +71,12 @@ impl Driver {
                 .await
                 .unwrap();
         server::register_server_fns();
-        let router = server::router(
-            prepared.state.clone(),
-            Frontend::load(&cli.dist_dir),
-            PrunedMemoryStore::default(),
-        );
+        let sessions = PrunedMemoryStore::new(prepared.state.config.limits.max_sessions);
+        let router =
+            server::router(prepared.state.clone(), Frontend::load(&cli.dist_dir), sessions.clone());
         let http =
             reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Driver { router, prepared, cookie: None, http, _data: data }
+        Driver { router, prepared, sessions, cookie: None, http, _data: data }
     }
 
     pub fn sandbox(&self) -> &sandbox::Sandbox {
@@ -211,7 +210,9 @@ impl Driver {
             request = request.header(header::COOKIE, cookie);
         }
         let request = match body {
+            // As the app's own page sends it (the CSRF check wants one of these).
             Some((body, content_type)) => request
+                .header("sec-fetch-site", "same-origin")
                 .header(header::CONTENT_TYPE, content_type)
                 .header(header::ACCEPT, "application/json")
                 .body(Body::from(body)),
@@ -334,7 +335,14 @@ impl BrowserlessClient {
         name: &str,
         form: &[(&str, &str)],
     ) -> (StatusCode, serde_json::Value) {
-        let r = self.http.post(format!("{}api/{name}", self.app)).form(form).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!("{}api/{name}", self.app))
+            .header("sec-fetch-site", "same-origin")
+            .form(form)
+            .send()
+            .await
+            .unwrap();
         let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
         let text = r.text().await.unwrap();
         (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))

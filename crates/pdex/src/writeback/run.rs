@@ -342,7 +342,8 @@ async fn send_step<E: EmrWriter>(
                 Err(e) => Err(e),
             },
         }?;
-        report.requests += 1;
+        // One bundle, or one create per entry.
+        report.requests += if options.mode == WriteMode::Single { answered.len() } else { 1 };
         // A refused document: the next simpler format, alone.
         let refused = answered.iter().any(|o| {
             matches!(o.role, EntryRole::Document(_))
