@@ -1,54 +1,108 @@
-//! Load bench: concurrent clinician flows in sandbox mode, at a 1,024 open-file limit.
+//! Load bench: concurrent clinician flows against the server in sandbox mode, at a 1,024
+//! open-file limit.
 //!
-//! Each flow is what a clinician's browser does over HTTP: the EHR launch (redirects through
-//! the sandbox EHR's authorization server and back), ask the plan, load the history for
-//! review, add the preselected items to the chart. The server, the sandbox EHR and plan, and
-//! the clients all run in this one process, whose open-file limit is set to 1,024 (soft and
-//! hard, so the server cannot raise it) before anything starts.
+//! The server binary runs in its own process (with its embedded sandbox EHR and plan, which
+//! share its descriptors), started under `ulimit -n 1024` (soft and hard, so it cannot raise
+//! it). Each flow is what a clinician's browser does over HTTP, from its own loopback address
+//! (127.0.1.x, as clinicians have their own): launch from the sandbox EHR's patient list
+//! (redirects through its authorization server and back), ask the plan, load the history for
+//! review, add the preselected items to the chart.
 //!
 //! First a baseline of flows one at a time, then `N` at once (default 200). Prints errors
 //! (must be 0), the flows' latency percentiles, the p99 added over the baseline median, and
-//! the process CPU time per flow (server, sandbox and clients together).
+//! the server process's CPU time per flow (its sandbox included).
 //!
 //! `cargo bench -p server --bench load` (optionally `-- 200` for the number of flows).
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use server::cli::Cli;
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const BASELINE_FLOWS: usize = 10;
+
+/// The server process, stopped when dropped.
+struct ServerProcess(std::process::Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 #[tokio::main]
 async fn main() {
     let flows: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(200);
-    rlimit::setrlimit(rlimit::Resource::NOFILE, 1024, 1024).unwrap();
-    println!("open-file limit: {:?}", rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap());
-
+    // The clients' own descriptors are not what is measured.
+    rlimit::increase_nofile_limit(u64::MAX).unwrap();
     let data = tempfile::tempdir().unwrap();
-    let mut cli = Cli::for_tests(data.path().to_owned(), data.path().join("no-dist"));
-    cli.sandbox_patients = flows.max(BASELINE_FLOWS);
-    let server = server::startup::start(cli).await.unwrap();
-    let sandbox = server.sandbox.as_ref().unwrap();
-    let app = server.url.to_string();
-    let iss = sandbox.ehr_fhir_base().to_string();
-    let patients: Vec<String> = sandbox.ehr.people.iter().map(|p| p.patient_id.clone()).collect();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let patients_in_sandbox = 2 * flows.max(BASELINE_FLOWS);
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(r#"ulimit -n 1024 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_server"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--sandbox-ehr-port", "0", "--sandbox-plan-port", "0"])
+        .args(["--sandbox-patients", &patients_in_sandbox.to_string()])
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("--dist-dir")
+        .arg(data.path().join("no-dist"))
+        .env("RUST_LOG", std::env::var("MH_BENCH_SERVER_LOG").unwrap_or_else(|_| "error".into()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let server = ServerProcess(child);
+    let ehr = stdout
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.strip_prefix("Open the sandbox EHR to launch it: ")
+                .map(|url| url.trim_end_matches('/').to_owned())
+        })
+        .expect("the server did not start");
+    // The server keeps writing (its log); a closed pipe would stop it.
+    std::thread::spawn(move || stdout.for_each(drop));
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let open_files = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or("?");
+    println!(
+        "server process {pid}: {}",
+        open_files.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
 
-    let run = |patient: String| {
-        let (app, iss, ehr) = (app.clone(), iss.clone(), sandbox.ehr.clone());
+    // The sandbox's people are generated from its seed: the same call tells which of them
+    // the sandbox plan covers (the others need a typed member id).
+    let people =
+        sandbox::synthetic::population(sandbox::SandboxConfig::default().seed, patients_in_sandbox);
+    let patients: Vec<String> = people
+        .iter()
+        .filter(|p| {
+            matches!(
+                p.coverage,
+                sandbox::synthetic::CoverageKind::MemberId
+                    | sandbox::synthetic::CoverageKind::SubscriberOnly
+            )
+        })
+        .map(|p| p.patient_id.clone())
+        .collect();
+
+    let run = |n: usize, patient: String| {
+        let ehr = ehr.clone();
         async move {
             let started = Instant::now();
-            let result = flow(&app, &iss, &ehr, &patient).await;
+            let result = flow(&ehr, client_address(n), &patient).await;
             (started.elapsed(), result)
         }
     };
 
     let mut baseline = Vec::new();
-    for patient in patients.iter().take(BASELINE_FLOWS) {
-        let (took, result) = run(patient.clone()).await;
+    for (n, patient) in patients.iter().take(BASELINE_FLOWS).enumerate() {
+        let (took, result) = run(n, patient.clone()).await;
         result.unwrap_or_else(|e| panic!("baseline flow failed: {e}"));
         baseline.push(took);
     }
@@ -56,26 +110,37 @@ async fn main() {
     let baseline_median = baseline[baseline.len() / 2];
     println!("baseline, one at a time ({BASELINE_FLOWS} flows): median {baseline_median:.1?}");
 
-    let cpu_before = cpu_time();
+    let cpu_before = cpu_time(pid);
     let started = Instant::now();
-    let handles: Vec<_> =
-        patients.iter().cycle().take(flows).map(|p| tokio::spawn(run(p.clone()))).collect();
+    let handles: Vec<_> = patients
+        .iter()
+        .cycle()
+        .skip(BASELINE_FLOWS)
+        .take(flows)
+        .enumerate()
+        .map(|(n, p)| tokio::spawn(run(BASELINE_FLOWS + n, p.clone())))
+        .collect();
     let mut took = Vec::new();
     let mut errors = Vec::new();
+    let mut not_matched = 0;
     for handle in handles {
         let (elapsed, result) = handle.await.unwrap();
         took.push(elapsed);
-        if let Err(e) = result {
-            errors.push(e);
+        match result {
+            Ok(Flow::Written) => {}
+            Ok(Flow::NotMatched) => not_matched += 1,
+            Err(e) => errors.push(e),
         }
     }
     let wall = started.elapsed();
-    let cpu = cpu_time() - cpu_before;
+    let cpu = cpu_time(pid) - cpu_before;
+    drop(server);
     took.sort();
     let pct = |p: f64| took[((took.len() as f64 * p) as usize).min(took.len() - 1)];
     println!(
-        "{flows} concurrent flows: {} errors, wall {wall:.2?}, {:.1} flows/s",
+        "{flows} concurrent flows: {} errors, {} written, {not_matched} not matched by the plan (cards only); wall {wall:.2?}, {:.1} flows/s",
         errors.len(),
+        flows - errors.len() - not_matched,
         flows as f64 / wall.as_secs_f64()
     );
     for e in errors.iter().take(5) {
@@ -91,36 +156,45 @@ async fn main() {
         pct(0.99).as_secs_f64() / baseline_median.as_secs_f64()
     );
     println!(
-        "process CPU per flow (server, sandbox and clients): {:.1} ms",
+        "server process CPU per flow (its sandbox EHR and plan included): {:.1} ms",
         cpu.as_secs_f64() * 1000.0 / flows as f64
     );
     assert!(errors.is_empty(), "{} flows failed", errors.len());
 }
 
+/// The `n`th clinician's own loopback address.
+fn client_address(n: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 1 + (n / 250) as u8, 1 + (n % 250) as u8))
+}
+
 /// One clinician: launch, ask the plan, load the history, add the preselection to the chart.
-async fn flow(app: &str, iss: &str, ehr: &sandbox::Ehr, patient: &str) -> Result<(), String> {
-    // No idle connections kept: 200 clients with pooled connections to the app and the EHR
-    // would hold 800 descriptors in this process on their own.
+async fn flow(ehr: &str, address: IpAddr, patient: &str) -> Result<Flow, String> {
+    // No idle connections kept: this process holds the clients' side of every connection.
     let http = reqwest::Client::builder()
         .cookie_store(true)
+        .local_address(address)
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(120))
         .build()
         .map_err(|e| e.to_string())?;
-    let launch = ehr.auth.create_launch(sandbox::LaunchContext {
-        patient: Some(patient.into()),
-        practitioner: "prac-alvarez".into(),
-        need_patient_banner: true,
-        ..Default::default()
-    });
-    let mut url = url::Url::parse(&format!("{app}launch")).map_err(|e| e.to_string())?;
-    url.query_pairs_mut().append_pair("iss", iss).append_pair("launch", &launch);
-    let review = http.get(url).send().await.map_err(|e| format!("launch: {e}"))?;
-    let last = review.url().to_string();
+    let review = http
+        .post(format!("{ehr}/launch"))
+        .form(&[
+            ("client_id", "member-history"),
+            ("patient", patient),
+            ("practitioner", "prac-alvarez"),
+            ("need_patient_banner", "true"),
+        ])
+        .send()
+        .await
+        .map_err(|e| format!("launch: {}", chain(&e)))?;
+    let last = review.url().clone();
     let launch_id = last
-        .split_once("/review/")
-        .map(|(_, id)| id.to_owned())
-        .ok_or_else(|| format!("launch ended at {} ({})", last, review.status()))?;
+        .path()
+        .strip_prefix("/review/")
+        .map(str::to_owned)
+        .ok_or_else(|| format!("launch ended at {} ({})", last.path(), review.status()))?;
+    let app = format!("{}://{}/", last.scheme(), last.authority());
     let call = |name: &'static str, form: Vec<(&'static str, String)>| {
         let http = http.clone();
         let url = format!("{app}api/{name}");
@@ -131,7 +205,7 @@ async fn flow(app: &str, iss: &str, ehr: &sandbox::Ehr, patient: &str) -> Result
                 .form(&form)
                 .send()
                 .await
-                .map_err(|e| format!("{name}: {e}"))?;
+                .map_err(|e| format!("{name}: {}", chain(&e)))?;
             let status = r.status();
             let body = r.text().await.map_err(|e| format!("{name}: {e}"))?;
             if !status.is_success() {
@@ -143,15 +217,39 @@ async fn flow(app: &str, iss: &str, ehr: &sandbox::Ehr, patient: &str) -> Result
             Ok::<_, String>(body)
         }
     };
-    call("request_plan_history", vec![("launch", launch_id.clone())]).await?;
+    let answer = call("request_plan_history", vec![("launch", launch_id.clone())]).await?;
+    let answer: serde_json::Value = serde_json::from_str(&answer).map_err(|e| e.to_string())?;
+    // The sandbox plan does not match every member (as real plans don't): the app then
+    // shows the plan's cards and loads no history.
+    if answer["outcome"] != "Matched" {
+        return Ok(Flow::NotMatched);
+    }
     call("history", vec![("launch", launch_id.clone()), ("refresh", "false".into())]).await?;
     call("add_to_chart", vec![("launch", launch_id)]).await?;
-    Ok(())
+    Ok(Flow::Written)
 }
 
-/// This process's user + system CPU time (Linux clock ticks, 100 a second).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// An error with its sources (reqwest's own message hides why a request failed).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(source) = next {
+        out.push_str(&format!(": {source}"));
+        next = source.source();
+    }
+    out
+}
+
+/// How a flow that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Written,
+    NotMatched,
+}
+
+/// A process's user + system CPU time (Linux clock ticks, 100 a second).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())

@@ -482,6 +482,34 @@ mod tests {
         assert_eq!(count.load(Ordering::SeqCst), 1);
     }
 
+    #[tokio::test]
+    async fn a_gate_bounds_the_requests_in_flight_over_all_its_clients() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (now, most) =
+            (std::sync::Arc::new(AtomicUsize::new(0)), std::sync::Arc::new(AtomicUsize::new(0)));
+        let (n, m) = (now.clone(), most.clone());
+        let app = axum::Router::new().fallback(move || {
+            let (n, m) = (n.clone(), m.clone());
+            async move {
+                m.fetch_max(n.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                n.fetch_sub(1, Ordering::SeqCst);
+                r#"{"resourceType":"Patient","id":"1"}"#
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/fhir", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(3));
+        let reads = (0..24).map(|_| {
+            let c = client(&base).with_gate(gate.clone());
+            async move { c.read(None, "Patient", "1").await }
+        });
+        let results = futures::future::join_all(reads).await;
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(most.load(Ordering::SeqCst), 3);
+    }
+
     #[test]
     fn urls_join_under_the_base() {
         let c = client("https://ehr.example/r4");

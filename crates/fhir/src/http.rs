@@ -12,6 +12,8 @@ pub struct HttpLimits {
     pub total_timeout: Duration,
     /// Largest response body read, in bytes.
     pub max_body: usize,
+    /// Idle keep-alive connections kept per server.
+    pub max_idle_connections_per_host: usize,
 }
 
 impl Default for HttpLimits {
@@ -20,6 +22,7 @@ impl Default for HttpLimits {
             connect_timeout: Duration::from_secs(5),
             total_timeout: Duration::from_secs(30),
             max_body: 64 * 1024 * 1024,
+            max_idle_connections_per_host: 32,
         }
     }
 }
@@ -31,6 +34,10 @@ pub fn client(limits: &HttpLimits) -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(limits.connect_timeout)
         .timeout(limits.total_timeout)
+        // Idle connections kept per server are bounded (and dropped after 30 s): a burst of
+        // clinicians must not leave hundreds of descriptors open towards one EHR.
+        .pool_max_idle_per_host(limits.max_idle_connections_per_host)
+        .pool_idle_timeout(Duration::from_secs(30))
         .user_agent(concat!("member-history/", env!("CARGO_PKG_VERSION")))
         .build()
         // Only fails when the TLS backend cannot initialise, which is a broken build.
