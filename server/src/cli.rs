@@ -133,3 +133,18 @@ impl Cli {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_log_format_is_text_unless_json_is_asked_for() {
+        let cli = Cli::try_parse_from(["server"]).unwrap();
+        assert_eq!(cli.log_format, crate::logging::LogFormat::Text);
+        let cli = Cli::try_parse_from(["server", "--log-format", "json"]).unwrap();
+        assert_eq!(cli.log_format, crate::logging::LogFormat::Json);
+        assert!(Cli::try_parse_from(["server", "--log-format", "xml"]).is_err());
+    }
+}

@@ -224,3 +224,43 @@ async fn a_pointer_to_an_unconfigured_fhir_server_is_not_followed() {
     assert!(body["data_problem"].as_str().unwrap().contains("not configured"), "{body}");
     assert_eq!(body["cards"][0]["links"][0]["kind"], "OtherApp");
 }
+
+/// Feedback on a card that another tab replaced meanwhile (by asking the plan again) is not
+/// recorded on the new answer's card: 409, and a message that says to reload.
+#[tokio::test]
+async fn feedback_on_a_card_replaced_meanwhile_is_refused() {
+    use tower::ServiceExt;
+    let (base, _task) = hostile::start(Mode::NewCardEachAnswer).await;
+    let mut driver = Driver::with(
+        3600,
+        |_| {},
+        |config| config.payers[0].cds_base = url::Url::parse(&base).unwrap(),
+    )
+    .await;
+    let launch = driver.launch("pat-001").await;
+    let (status, first) = driver.server_fn("request_plan_history", &[("launch", &launch)]).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    // Feedback on card 0 is sent (the plan takes half a second) …
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri("/api/card_feedback")
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", driver.cookie().unwrap())
+        .body(axum::body::Body::from(format!("launch={launch}&card=0")))
+        .unwrap();
+    let feedback = tokio::spawn(driver.router.clone().oneshot(request));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // … while another tab asks the plan again and gets a new card 0.
+    let (status, _) = driver.server_fn("request_plan_history", &[("launch", &launch)]).await;
+    assert_eq!(status, StatusCode::OK);
+    let response = feedback.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["code"], "stale", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("Reload"), "{body}");
+    // The new card carries no feedback.
+    let (_, status) = driver.server_fn("plan_status", &[("launch", &launch)]).await;
+    assert!(!status.to_string().contains("Dismissed"), "{status}");
+}

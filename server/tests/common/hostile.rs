@@ -23,6 +23,9 @@ pub enum Mode {
     NoService,
     /// A redirect elsewhere.
     Redirect,
+    /// A fresh card (new uuid) in every answer, and feedback that takes half a second: a
+    /// second tab can replace the answer while feedback is on its way.
+    NewCardEachAnswer,
 }
 
 /// Starts the hostile plan; returns its base URL.
@@ -31,6 +34,7 @@ pub async fn start(mode: Mode) -> (String, tokio::task::JoinHandle<()>) {
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
     let base = format!("http://{}", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
     let discovery_mode = mode.clone();
+    let slow_feedback = matches!(mode, Mode::NewCardEachAnswer);
     let router = Router::new()
         .route(
             "/cds-services",
@@ -49,7 +53,15 @@ pub async fn start(mode: Mode) -> (String, tokio::task::JoinHandle<()>) {
             }),
         )
         .route("/cds-services/hostile", post(move || answer(mode.clone())))
-        .route("/cds-services/hostile/feedback", post(|| async { StatusCode::OK }));
+        .route(
+            "/cds-services/hostile/feedback",
+            post(move || async move {
+                if slow_feedback {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                StatusCode::OK
+            }),
+        );
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
@@ -80,6 +92,7 @@ async fn answer(mode: Mode) -> Response {
             axum::Json(json!({"cards": []})).into_response()
         }
         Mode::NoService => axum::Json(json!({"cards": []})).into_response(),
+        Mode::NewCardEachAnswer => axum::Json(json!({"cards": [card(json!({}))]})).into_response(),
         Mode::Redirect => {
             (StatusCode::FOUND, [(header::LOCATION, "https://elsewhere.example/")]).into_response()
         }
