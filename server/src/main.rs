@@ -24,14 +24,19 @@ async fn main() -> std::process::ExitCode {
     std::process::ExitCode::SUCCESS
 }
 
-/// Tells the person who started the server where to go.
-#[allow(clippy::print_stdout)]
+/// Tells the person who started the server where to go. Written without `println!`: a
+/// closed standard output (a supervisor that stopped reading) must not stop the server.
 fn announce(running: &server::startup::Running) {
-    println!();
-    println!("Member History is running at {}", running.url);
+    use std::io::Write;
+    let mut text = format!("\nMember History is running at {}\n", running.url);
     if let Some(sandbox) = &running.sandbox {
-        println!("Open the sandbox EHR to launch it: {}/", sandbox.ehr_url());
-        println!("Sandbox health plan (CDS Hooks and FHIR API): {}/", sandbox.plan_url());
+        text.push_str(&format!("Open the sandbox EHR to launch it: {}/\n", sandbox.ehr_url()));
+        text.push_str(&format!(
+            "Sandbox health plan (CDS Hooks and FHIR API): {}/\n",
+            sandbox.plan_url()
+        ));
     }
-    println!("Press Ctrl-C to stop.");
+    text.push_str("Press Ctrl-C to stop.\n");
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
