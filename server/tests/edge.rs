@@ -227,11 +227,18 @@ async fn requests_over_the_concurrency_limit_get_503() {
         // One request in progress (its body never finishes) …
         let mut held = connect(&server);
         held.write_all(PARTIAL_POST.as_bytes()).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        // … and the next one is turned away at once.
-        let mut next = connect(&server);
-        next.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let (head, _) = read_for(&mut next, Duration::from_secs(5));
+        // … and the next one is turned away at once (once the first is surely in progress:
+        // on a loaded machine that may take a moment).
+        let mut head = String::new();
+        for _ in 0..50 {
+            let mut next = connect(&server);
+            next.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            head = read_for(&mut next, Duration::from_secs(5)).0;
+            if head.starts_with("HTTP/1.1 503") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         drop(held);
         head
     })

@@ -240,7 +240,7 @@ async fn feedback_on_a_card_replaced_meanwhile_is_refused() {
     let launch = driver.launch("pat-001").await;
     let (status, first) = driver.server_fn("request_plan_history", &[("launch", &launch)]).await;
     assert_eq!(status, StatusCode::OK, "{first}");
-    // Feedback on card 0 is sent (the plan takes half a second) …
+    // Feedback on card 0 is sent (the plan takes two seconds to answer it) …
     let request = axum::http::Request::builder()
         .method("POST")
         .uri("/api/card_feedback")
@@ -250,7 +250,14 @@ async fn feedback_on_a_card_replaced_meanwhile_is_refused() {
         .body(axum::body::Body::from(format!("launch={launch}&card=0")))
         .unwrap();
     let feedback = tokio::spawn(driver.router.clone().oneshot(request));
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let arrived = || hostile::FEEDBACK_RECEIVED.load(std::sync::atomic::Ordering::SeqCst) > 0;
+    for _ in 0..100 {
+        if arrived() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(arrived(), "the feedback did not reach the plan");
     // … while another tab asks the plan again and gets a new card 0.
     let (status, _) = driver.server_fn("request_plan_history", &[("launch", &launch)]).await;
     assert_eq!(status, StatusCode::OK);

@@ -23,10 +23,15 @@ pub enum Mode {
     NoService,
     /// A redirect elsewhere.
     Redirect,
-    /// A fresh card (new uuid) in every answer, and feedback that takes half a second: a
-    /// second tab can replace the answer while feedback is on its way.
+    /// A fresh card (new uuid) in every answer, and feedback that takes two seconds (counted
+    /// in [`FEEDBACK_RECEIVED`]): a second tab can replace the answer while feedback is on its
+    /// way.
     NewCardEachAnswer,
 }
+
+/// Feedback requests received in [`Mode::NewCardEachAnswer`].
+pub static FEEDBACK_RECEIVED: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
 
 /// Starts the hostile plan; returns its base URL.
 pub async fn start(mode: Mode) -> (String, tokio::task::JoinHandle<()>) {
@@ -57,7 +62,8 @@ pub async fn start(mode: Mode) -> (String, tokio::task::JoinHandle<()>) {
             "/cds-services/hostile/feedback",
             post(move || async move {
                 if slow_feedback {
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    FEEDBACK_RECEIVED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                 }
                 StatusCode::OK
             }),
