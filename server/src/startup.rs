@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use sandbox::{
     AnswerStyle, CdsClientTrust, ClientJwks, ClientRegistration, Sandbox, SandboxConfig,
 };
-use service::config::{
-    AppConfig, ClientAuthConfig, EhrConfig, PayerConfig, PlanFhirAuth, DEFAULT_EHR_SCOPE,
-};
+use service::config::{AppConfig, ClientAuthConfig, EhrConfig, PayerConfig, PlanFhirAuth};
 use service::AppState;
 use tokio::task::JoinHandle;
 use url::Url;
@@ -142,7 +140,7 @@ pub async fn prepare_with(
                 issuer: sandbox.ehr_fhir_base().clone(),
                 client_id: SANDBOX_CLIENT_ID.into(),
                 client_auth: ClientAuthConfig::PrivateKeyJwt,
-                scope: DEFAULT_EHR_SCOPE.into(),
+                scope: service::config::default_ehr_scope(),
                 frame_ancestors: vec![sandbox.ehr_url().to_owned()],
                 own_organization: vec![format!(
                     "{}|{}",

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::model::HistoryItem;
+use crate::model::{HistoryItem, When};
+use crate::normalise::{code_list, what_and_when};
 
 /// An index of the EMR's resources.
 #[derive(Debug, Default)]
@@ -16,79 +17,32 @@ pub struct ChartIndex {
     by_code_and_day: HashMap<String, String>,
 }
 
-/// The concept fields that say what a resource is, per type.
-fn concepts(resource: &Value) -> Vec<&Value> {
-    let fields: &[&str] = match resource.get("resourceType").and_then(Value::as_str) {
-        Some("Immunization") => &["vaccineCode"],
-        Some(
-            "MedicationDispense"
-            | "MedicationRequest"
-            | "MedicationStatement"
-            | "MedicationAdministration",
-        ) => &["medicationCodeableConcept"],
-        Some("Encounter") => &["type"],
-        Some("ExplanationOfBenefit" | "Claim") => &["type"],
-        _ => &["code"],
-    };
-    fields
-        .iter()
-        .filter_map(|f| resource.get(*f))
-        .flat_map(|v| match v {
-            Value::Array(items) => items.iter().collect::<Vec<_>>(),
-            other => vec![other],
-        })
-        .collect()
-}
-
-/// The day a resource happened, from the usual date elements.
-fn day(resource: &Value) -> Option<&str> {
-    const POINTERS: [&str; 14] = [
-        "/onsetDateTime",
-        "/performedDateTime",
-        "/performedPeriod/start",
-        "/effectiveDateTime",
-        "/effectivePeriod/start",
-        "/occurrenceDateTime",
-        "/whenHandedOver",
-        "/authoredOn",
-        "/period/start",
-        "/recordedDate",
-        "/billablePeriod/start",
-        "/issued",
-        "/created",
-        "/dateAsserted",
-    ];
-    let s = POINTERS.iter().find_map(|p| resource.pointer(p).and_then(Value::as_str))?;
-    fhir::date::day_of(s)
-}
-
-/// Calls `each` with `type|system|code|day` for each coding of the resource's concept.
+/// Calls `each` with `type|system|code|day` for each code of the resource, read as a plan
+/// item's are (the kinds table, through `normalise::what_and_when`). The chart's Medications
+/// are not fetched: a chart medication's codes come from its own concept or a contained one.
 fn for_each_key(resource: &Value, mut each: impl FnMut(&str) -> bool) -> bool {
-    let (Some(resource_type), Some(day)) =
-        (resource.get("resourceType").and_then(Value::as_str), day(resource))
+    let Some(kind) =
+        resource.get("resourceType").and_then(Value::as_str).and_then(crate::kinds::of)
     else {
         return false;
     };
+    let (concept, when) = what_and_when(kind, resource, |_| None);
+    let Some(day) = when.as_ref().and_then(When::day) else { return false };
     let mut key = String::with_capacity(96);
-    for concept in concepts(resource) {
-        for coding in concept.get("coding").and_then(Value::as_array).into_iter().flatten() {
-            let (Some(system), Some(code)) = (
-                coding.get("system").and_then(Value::as_str),
-                coding.get("code").and_then(Value::as_str),
-            ) else {
-                continue;
-            };
-            key.clear();
-            key.push_str(resource_type);
-            key.push('|');
-            key.push_str(system);
-            key.push('|');
-            key.push_str(code);
-            key.push('|');
-            key.push_str(day);
-            if each(&key) {
-                return true;
-            }
+    for code in code_list(concept.as_deref()) {
+        let (Some(system), Some(value)) = (code.system.as_deref(), code.code.as_deref()) else {
+            continue;
+        };
+        key.clear();
+        key.push_str(kind.resource_type);
+        key.push('|');
+        key.push_str(system);
+        key.push('|');
+        key.push_str(value);
+        key.push('|');
+        key.push_str(day);
+        if each(&key) {
+            return true;
         }
     }
     false

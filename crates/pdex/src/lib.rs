@@ -19,6 +19,7 @@ pub mod document;
 pub mod fetch;
 pub mod filter;
 pub mod identity;
+pub mod kinds;
 pub mod model;
 pub mod normalise;
 pub mod review;

@@ -46,45 +46,18 @@ impl Category {
 
     /// The group of a resource type, if it is one the review shows.
     pub fn of(resource_type: &str) -> Option<Category> {
-        Some(match resource_type {
-            "Encounter" => Category::Encounters,
-            "Condition" => Category::Conditions,
-            "Procedure" => Category::Procedures,
-            "MedicationDispense"
-            | "MedicationRequest"
-            | "MedicationStatement"
-            | "MedicationAdministration" => Category::Medications,
-            "Immunization" => Category::Immunizations,
-            "Observation" | "DiagnosticReport" => Category::LabsAndVitals,
-            "AllergyIntolerance" => Category::Allergies,
-            "ExplanationOfBenefit" | "Claim" => Category::Claims,
-            _ => return None,
-        })
+        crate::kinds::of(resource_type).map(|k| k.category)
     }
 
     /// The resource types of this group.
-    pub fn resource_types(self) -> &'static [&'static str] {
-        match self {
-            Category::Encounters => &["Encounter"],
-            Category::Conditions => &["Condition"],
-            Category::Procedures => &["Procedure"],
-            Category::Medications => &[
-                "MedicationDispense",
-                "MedicationRequest",
-                "MedicationStatement",
-                "MedicationAdministration",
-            ],
-            Category::Immunizations => &["Immunization"],
-            Category::LabsAndVitals => &["Observation", "DiagnosticReport"],
-            Category::Allergies => &["AllergyIntolerance"],
-            Category::Claims => &["ExplanationOfBenefit", "Claim"],
-        }
+    pub fn resource_types(self) -> impl Iterator<Item = &'static str> {
+        crate::kinds::KINDS.iter().filter(move |k| k.category == self).map(|k| k.resource_type)
     }
 }
 
 /// Every resource type the review shows.
 pub fn history_resource_types() -> Vec<&'static str> {
-    Category::ALL.iter().flat_map(|c| c.resource_types().iter().copied()).collect()
+    crate::kinds::KINDS.iter().map(|k| k.resource_type).collect()
 }
 
 /// A code with the name of its system.

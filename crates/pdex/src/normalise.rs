@@ -209,7 +209,40 @@ fn when_of(resource: &Value, fields: &[&str]) -> Option<When> {
     None
 }
 
-fn code_list(concept: Option<&Value>) -> Vec<Code> {
+/// What a resource of `kind` is (its concept) and when it happened, read from the kinds
+/// table. Plan items (here) and the chart's own resources (dedupe) both go through this, so
+/// the same resource is read the same way wherever it comes from. `medication` finds a
+/// Medication by local reference (`Medication/1`) outside the resource.
+pub(crate) fn what_and_when<'a>(
+    kind: &crate::kinds::Kind,
+    r: &'a Value,
+    medication: impl Fn(&str) -> Option<&'a Value>,
+) -> (Option<Cow<'a, Value>>, Option<When>) {
+    let concept = if kind.medication {
+        let resolved = || {
+            let reference = r.pointer("/medicationReference/reference")?.as_str()?;
+            match Reference::parse(reference) {
+                Reference::Contained(id) => contained(r, &id)?.get("code").map(Cow::Borrowed),
+                other => medication(&other.local()?)?.get("code").map(Cow::Borrowed),
+            }
+        };
+        let named = || {
+            let text = r.pointer("/medicationReference/display")?.as_str()?;
+            Some(Cow::Owned(serde_json::json!({ "text": text })))
+        };
+        r.get(kind.concept).map(Cow::Borrowed).or_else(resolved).or_else(named)
+    } else {
+        // `Encounter.type` and `Claim.type`-like arrays: the first says what it is.
+        r.get(kind.concept).map(|v| match v {
+            Value::Array(items) => items.first().map_or(Cow::Borrowed(v), Cow::Borrowed),
+            other => Cow::Borrowed(other),
+        })
+    };
+    (concept, when_of(r, kind.dates))
+}
+
+/// The codes of a concept, with their systems' common names.
+pub(crate) fn code_list(concept: Option<&Value>) -> Vec<Code> {
     concept
         .map(codings)
         .unwrap_or_default()
@@ -329,57 +362,14 @@ fn item(
     resource: Value,
 ) -> HistoryItem {
     let r = &resource;
-    let concept_field = match resource_type.as_str() {
-        "Immunization" => "vaccineCode",
-        "ExplanationOfBenefit" | "Claim" => "type",
-        _ => "code",
+    let (concept, when) = match crate::kinds::of(&resource_type) {
+        Some(kind) => what_and_when(kind, r, |local| directory.medications.get(local)),
+        None => (None, None),
     };
-    // The concept that says what it is.
-    let medication = match resource_type.as_str() {
-        "MedicationDispense"
-        | "MedicationRequest"
-        | "MedicationStatement"
-        | "MedicationAdministration" => {
-            let resolved = || {
-                let reference = r.pointer("/medicationReference/reference")?.as_str()?;
-                match Reference::parse(reference) {
-                    Reference::Contained(id) => contained(r, &id)?.get("code").cloned(),
-                    other => directory.medications.get(&other.local()?)?.get("code").cloned(),
-                }
-            };
-            let named = || {
-                Some(
-                    serde_json::json!({"text": r.pointer("/medicationReference/display")?.as_str()?}),
-                )
-            };
-            r.get("medicationCodeableConcept").cloned().or_else(resolved).or_else(named)
-        }
-        _ => None,
-    };
-    let concept = medication.as_ref().or_else(|| r.get(concept_field));
+    let concept = concept.as_deref();
     let mut codes = code_list(concept);
     let mut display = concept.and_then(concept_text);
     let mut detail = None;
-
-    let when = match resource_type.as_str() {
-        "Encounter" => when_of(r, &["period"]),
-        "Condition" => {
-            when_of(r, &["onsetDateTime", "onsetPeriod", "recordedDate", "abatementDateTime"])
-        }
-        "Procedure" => when_of(r, &["performedDateTime", "performedPeriod"]),
-        "Observation" | "DiagnosticReport" => {
-            when_of(r, &["effectiveDateTime", "effectivePeriod", "issued"])
-        }
-        "MedicationDispense" => when_of(r, &["whenHandedOver", "whenPrepared"]),
-        "MedicationRequest" => when_of(r, &["authoredOn"]),
-        "MedicationStatement" | "MedicationAdministration" => {
-            when_of(r, &["effectiveDateTime", "effectivePeriod", "dateAsserted"])
-        }
-        "Immunization" => when_of(r, &["occurrenceDateTime", "recorded"]),
-        "AllergyIntolerance" => when_of(r, &["onsetDateTime", "recordedDate"]),
-        "ExplanationOfBenefit" | "Claim" => when_of(r, &["billablePeriod", "created"]),
-        _ => None,
-    };
 
     let organization_ref = first_reference(
         r,
@@ -448,7 +438,6 @@ fn item(
                     .and_then(concept_text)
                     .or_else(|| class.map(|c| format!("{c} encounter")));
             }
-            codes = code_list(r.get("type").and_then(Value::as_array).and_then(|t| t.first()));
             detail = organization.as_ref().and_then(|o| o.name.clone());
         }
         "Observation" => detail = observation_value(r),

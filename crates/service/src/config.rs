@@ -7,16 +7,34 @@ use serde::Deserialize;
 use url::Url;
 
 /// The resource scopes asked of an EHR unless its entry says otherwise. SMART v2 syntax:
-/// read the launched patient's chart; read the user's Practitioner record and organisations.
-pub const DEFAULT_EHR_SCOPE: &str = "patient/Patient.rs patient/Coverage.rs patient/Encounter.rs \
-     patient/Condition.rs patient/Procedure.rs patient/Observation.rs patient/DiagnosticReport.rs \
-     patient/MedicationDispense.rs patient/MedicationRequest.rs patient/MedicationStatement.rs \
-     patient/Immunization.rs patient/AllergyIntolerance.rs patient/ExplanationOfBenefit.rs \
-     patient/Appointment.r \
-     user/Practitioner.r user/PractitionerRole.r user/Organization.rs \
-     user/Encounter.c user/Condition.c user/Procedure.c user/Observation.c user/DiagnosticReport.c \
-     user/MedicationDispense.c user/MedicationRequest.c user/MedicationStatement.c user/Immunization.c \
-     user/AllergyIntolerance.c user/Organization.c user/Provenance.c user/DocumentReference.c";
+/// read the launched patient's chart (the patient, their coverage, an appointment in the
+/// launch context, and every kind the review shows, from `pdex::kinds`, so the chart can be
+/// checked for duplicates of each); read the user's Practitioner record and organisations;
+/// create what write-back writes (every kind but claims, which go into a document).
+pub fn default_ehr_scope() -> String {
+    let mut scopes: Vec<String> =
+        ["patient/Patient.rs", "patient/Coverage.rs"].map(str::to_owned).to_vec();
+    scopes.extend(pdex::kinds::KINDS.iter().map(|k| format!("patient/{}.rs", k.resource_type)));
+    scopes.extend(
+        [
+            "patient/Appointment.r",
+            "user/Practitioner.r",
+            "user/PractitionerRole.r",
+            "user/Organization.rs",
+        ]
+        .map(str::to_owned),
+    );
+    scopes.extend(
+        pdex::kinds::KINDS
+            .iter()
+            .filter(|k| k.category != pdex::Category::Claims)
+            .map(|k| format!("user/{}.c", k.resource_type)),
+    );
+    scopes.extend(
+        ["user/Organization.c", "user/Provenance.c", "user/DocumentReference.c"].map(str::to_owned),
+    );
+    scopes.join(" ")
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -187,7 +205,7 @@ fn default_ehr_timeout() -> u64 {
 }
 
 fn default_scope() -> String {
-    DEFAULT_EHR_SCOPE.to_owned()
+    default_ehr_scope()
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
