@@ -5,6 +5,8 @@
 //! plan's resources), so a full typed model would cost compile time and lose unknown elements.
 //! The helpers here read the elements we need in one place.
 
+#[cfg(feature = "client")]
+pub mod base;
 pub mod bundle;
 #[cfg(feature = "client")]
 pub mod client;

@@ -5,18 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::Category;
+pub use crate::model::Own;
 use crate::review::ReviewRow;
-
-/// Who "my organisation" and "me" are, to exclude what the clinician already has.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Own {
-    /// `system|value` identifiers (NPI…) and names of the clinician's organisation(s).
-    pub organization_identifiers: Vec<String>,
-    pub organization_names: Vec<String>,
-    /// The signed-in clinician's identifiers and name.
-    pub practitioner_identifiers: Vec<String>,
-    pub practitioner_names: Vec<String>,
-}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Filter {

@@ -6,58 +6,22 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The review page's groups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Category {
-    Encounters,
-    Conditions,
-    Procedures,
-    Medications,
-    Immunizations,
-    LabsAndVitals,
-    Allergies,
-    Claims,
-}
-
-impl Category {
-    pub const ALL: [Category; 8] = [
-        Category::Encounters,
-        Category::Conditions,
-        Category::Procedures,
-        Category::Medications,
-        Category::Immunizations,
-        Category::LabsAndVitals,
-        Category::Allergies,
-        Category::Claims,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Category::Encounters => "Encounters",
-            Category::Conditions => "Conditions",
-            Category::Procedures => "Procedures",
-            Category::Medications => "Medications",
-            Category::Immunizations => "Immunizations",
-            Category::LabsAndVitals => "Labs and vitals",
-            Category::Allergies => "Allergies",
-            Category::Claims => "Claims",
-        }
-    }
-
-    /// The group of a resource type, if it is one the review shows.
-    pub fn of(resource_type: &str) -> Option<Category> {
-        crate::kinds::of(resource_type).map(|k| k.category)
-    }
-
-    /// The resource types of this group.
-    pub fn resource_types(self) -> impl Iterator<Item = &'static str> {
-        crate::kinds::KINDS.iter().filter(move |k| k.category == self).map(|k| k.resource_type)
-    }
-}
+pub use crate::kinds::Category;
 
 /// Every resource type the review shows.
 pub fn history_resource_types() -> Vec<&'static str> {
     crate::kinds::KINDS.iter().map(|k| k.resource_type).collect()
+}
+
+/// Who "my organisation" and "me" are, to exclude what the clinician already has.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Own {
+    /// `system|value` identifiers (NPI…) and names of the clinician's organisation(s).
+    pub organization_identifiers: Vec<String>,
+    pub organization_names: Vec<String>,
+    /// The signed-in clinician's identifiers and name.
+    pub practitioner_identifiers: Vec<String>,
+    pub practitioner_names: Vec<String>,
 }
 
 /// A code with the name of its system.

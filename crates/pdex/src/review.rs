@@ -3,8 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::filter::Own;
-use crate::model::{Category, HistoryItem, Party, Sensitivity};
+use crate::model::{Category, HistoryItem, Own, Party, Sensitivity};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReviewRow {

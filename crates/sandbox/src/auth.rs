@@ -455,7 +455,7 @@ impl AuthServer {
                 "PKCE with code_challenge_method S256 is required",
             ));
         }
-        if p.aud.as_deref().map(|a| a.trim_end_matches('/')) != Some(self.fhir_base.as_str()) {
+        if !p.aud.as_deref().is_some_and(|a| fhir::base::same_server(&self.fhir_base, a)) {
             return Err(fail("invalid_request", "aud must be this EHR's FHIR base URL"));
         }
         let scope = p.scope.clone().unwrap_or_default();

@@ -11,20 +11,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
-use crate::synthetic::{systems, Person, CLINIC_ID, CLINIC_NAME, PLAN_NAME};
+use crate::synthetic::{shared_items, systems, Person, CLINIC_ID, CLINIC_NAME, PLAN_NAME};
 
-pub mod code_systems {
-    pub const ICD10CM: &str = "http://hl7.org/fhir/sid/icd-10-cm";
-    pub const SNOMED: &str = "http://snomed.info/sct";
-    pub const LOINC: &str = "http://loinc.org";
-    pub const RXNORM: &str = "http://www.nlm.nih.gov/research/umls/rxnorm";
-    pub const CVX: &str = "http://hl7.org/fhir/sid/cvx";
-    pub const CPT: &str = "http://www.ama-assn.org/go/cpt";
-    pub const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
-    pub const CONFIDENTIALITY: &str = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
-    /// The plan's own identifier system for the records it holds.
-    pub const PLAN_RECORD: &str = "http://sandbox-plan.member-history.example/record-id";
-}
+pub use crate::synthetic::code_systems;
 
 use code_systems::*;
 
@@ -118,30 +107,6 @@ const CLINICIANS: &[(&str, &str, &str, &str)] = &[
     // A clinician of the sandbox clinic (Dr. Chen in the EHR): "exclude my own items" finds her.
     ("hp-prac-4", "Wei", "Chen", "1245319599"),
 ];
-
-/// Items both the EHR's chart and the plan hold for a person (same code, same date): what the
-/// review must recognise as already in the chart. (resource type, code system, code, display, date)
-pub fn shared_items(
-    person: &Person,
-) -> Vec<(&'static str, &'static str, &'static str, &'static str, String)> {
-    let year = 2024 + (person.index % 2) as i32;
-    vec![
-        (
-            "Condition",
-            ICD10CM,
-            "I10",
-            "Essential hypertension",
-            format!("{year}-04-1{}", person.index % 9),
-        ),
-        (
-            "Immunization",
-            CVX,
-            "140",
-            "Influenza, seasonal, injectable, preservative free",
-            format!("{year}-10-0{}", 1 + person.index % 8),
-        ),
-    ]
-}
 
 fn coding(system: &str, code: &str, display: &str) -> Value {
     json!({"system": system, "code": code, "display": display})

@@ -250,7 +250,7 @@ pub fn ehr_resources(people: &[Person]) -> Vec<Value> {
             out.push(coverage);
         }
         for (n, (resource_type, system, code, display, date)) in
-            crate::history::shared_items(p).into_iter().enumerate()
+            shared_items(p).into_iter().enumerate()
         {
             let id = format!("{}-chart-{}", p.patient_id, n + 1);
             let concept = json!({"coding": [coding(system, code, display)], "text": display});
@@ -315,6 +315,44 @@ fn ehr_coverage(p: &Person) -> Option<Value> {
         "period": {"start": "2024-01-01"},
         "payor": [{"reference": format!("Organization/{payor}"), "display": payor_name}],
     }))
+}
+
+/// Code systems the sandbox's records use.
+pub mod code_systems {
+    pub const ICD10CM: &str = "http://hl7.org/fhir/sid/icd-10-cm";
+    pub const SNOMED: &str = "http://snomed.info/sct";
+    pub const LOINC: &str = "http://loinc.org";
+    pub const RXNORM: &str = "http://www.nlm.nih.gov/research/umls/rxnorm";
+    pub const CVX: &str = "http://hl7.org/fhir/sid/cvx";
+    pub const CPT: &str = "http://www.ama-assn.org/go/cpt";
+    pub const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
+    pub const CONFIDENTIALITY: &str = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
+    /// The plan's own identifier system for the records it holds.
+    pub const PLAN_RECORD: &str = "http://sandbox-plan.member-history.example/record-id";
+}
+
+/// Items both the EHR's chart and the plan hold for a person (same code, same date): what the
+/// review must recognise as already in the chart. (resource type, code system, code, display, date)
+pub fn shared_items(
+    person: &Person,
+) -> Vec<(&'static str, &'static str, &'static str, &'static str, String)> {
+    let year = 2024 + (person.index % 2) as i32;
+    vec![
+        (
+            "Condition",
+            code_systems::ICD10CM,
+            "I10",
+            "Essential hypertension",
+            format!("{year}-04-1{}", person.index % 9),
+        ),
+        (
+            "Immunization",
+            code_systems::CVX,
+            "140",
+            "Influenza, seasonal, injectable, preservative free",
+            format!("{year}-10-0{}", 1 + person.index % 8),
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -364,10 +364,9 @@ impl AppConfig {
         self.public_url.as_str().trim_end_matches('/').to_owned()
     }
 
-    /// The EHR whose issuer is `iss` (trailing slashes ignored).
+    /// The EHR whose issuer `iss` names (compared as FHIR bases, `fhir::base`).
     pub fn ehr_by_issuer(&self, iss: &str) -> Option<&EhrConfig> {
-        let iss = iss.trim_end_matches('/');
-        self.ehrs.iter().find(|e| e.issuer.as_str().trim_end_matches('/') == iss)
+        self.ehrs.iter().find(|e| fhir::base::same_server(e.issuer.as_str(), iss))
     }
 }
 

@@ -486,8 +486,7 @@ fn names_patient(appointment: &Value, patient: &str) -> bool {
 /// Accepts a pointer only to the payer's configured FHIR API: a card cannot send our
 /// requests (or a token) anywhere else.
 fn access_for(payer: &PayerRuntime, pointer: PlanDataPointer) -> Result<PlanAccess, String> {
-    let configured = payer.config.fhir_base.as_str().trim_end_matches('/');
-    if pointer.fhir_server.trim_end_matches('/') != configured {
+    if !fhir::base::same_server(payer.config.fhir_base.as_str(), &pointer.fhir_server) {
         return Err(format!(
             "{} pointed to a FHIR server that is not configured for it; Member History did not follow it.",
             payer.config.name
@@ -512,10 +511,10 @@ fn access_for(payer: &PayerRuntime, pointer: PlanDataPointer) -> Result<PlanAcce
 /// at a configured plan's FHIR API.
 pub fn from_app_context(state: &AppState, app_context: &str) -> Option<PlanState> {
     let pointer = pdex::pointer_from_app_context(app_context)?;
-    let payer = state.payers.iter().find(|p| {
-        p.config.fhir_base.as_str().trim_end_matches('/')
-            == pointer.fhir_server.trim_end_matches('/')
-    });
+    let payer = state
+        .payers
+        .iter()
+        .find(|p| fhir::base::same_server(p.config.fhir_base.as_str(), &pointer.fhir_server));
     let Some(payer) = payer else {
         tracing::warn!("appContext names a FHIR server no configured plan has; ignored");
         return None;
@@ -746,7 +745,7 @@ fn card_view(
     feedback: Option<&CardFeedback>,
 ) -> CardView {
     let card = &checked.card;
-    let configured = payer.config.fhir_base.as_str().trim_end_matches('/');
+    let configured = payer.config.fhir_base.as_str();
     CardView {
         index,
         uuid: card.uuid.clone(),
@@ -790,7 +789,7 @@ fn card_view(
                             .app_context
                             .as_deref()
                             .and_then(pdex::pointer_from_app_context)
-                            .is_some_and(|p| p.fhir_server.trim_end_matches('/') == configured);
+                            .is_some_and(|p| fhir::base::same_server(configured, &p.fhir_server));
                         if ours {
                             LinkKind::PlanData
                         } else {

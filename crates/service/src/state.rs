@@ -153,9 +153,9 @@ impl AppState {
         self.ehrs.iter().find(|e| e.config.id == id)
     }
 
+    /// The EHR whose issuer `iss` names (compared as FHIR bases, `fhir::base`).
     pub fn ehr_by_issuer(&self, iss: &str) -> Option<&EhrRuntime> {
-        let iss = iss.trim_end_matches('/');
-        self.ehrs.iter().find(|e| e.config.issuer.as_str().trim_end_matches('/') == iss)
+        self.ehrs.iter().find(|e| fhir::base::same_server(e.config.issuer.as_str(), iss))
     }
 
     pub fn payer(&self, id: &str) -> Option<&PayerRuntime> {

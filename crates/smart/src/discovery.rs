@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 use url::Url;
 
-use crate::client::SmartError;
+use crate::error::SmartError;
 
 /// The SMART configuration document (SMART App Launch 2.2 §Conformance). Unknown fields are
 /// ignored; the ones the app acts on are typed.

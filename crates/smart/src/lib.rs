@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod discovery;
+pub mod error;
 pub mod scopes;
 pub mod secret;
 pub mod token;

@@ -119,8 +119,10 @@ fn plan_local(plan: &PlanSource, reference: &str) -> Option<String> {
     match Reference::parse(reference) {
         Reference::Local { resource_type, id } => {
             let absolute = reference.contains("://");
-            (!absolute || reference.starts_with(plan.fhir_base.trim_end_matches('/')))
-                .then(|| format!("{resource_type}/{id}"))
+            let at_plan = || {
+                fhir::base::FhirBase::parse(&plan.fhir_base).is_ok_and(|b| b.contains(reference))
+            };
+            (!absolute || at_plan()).then(|| format!("{resource_type}/{id}"))
         }
         _ => None,
     }
