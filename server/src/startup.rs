@@ -30,6 +30,8 @@ pub enum StartError {
     Sandbox(#[from] sandbox::SandboxError),
     #[error("public URL: {0}")]
     Url(String),
+    #[error("no HTTP client could be built (TLS backend): {0}")]
+    Http(#[from] reqwest::Error),
 }
 
 /// How the sandbox EHR learns our public key.
@@ -81,7 +83,7 @@ pub async fn prepare_with(
             adjust(&mut config);
             config.validate()?;
             let key = load_key(&config)?;
-            Ok(Prepared { state: AppState::new(config, key), sandbox: None })
+            Ok(Prepared { state: AppState::new(config, key)?, sandbox: None })
         }
         None => {
             let public_url = cli.public_url.clone().unwrap_or(default_public_url);
@@ -171,7 +173,7 @@ pub async fn prepare_with(
             });
             adjust(&mut config);
             config.validate()?;
-            Ok(Prepared { state: AppState::new(config, key), sandbox: Some(sandbox) })
+            Ok(Prepared { state: AppState::new(config, key)?, sandbox: Some(sandbox) })
         }
     }
 }

@@ -284,14 +284,14 @@ fn Card(card: CardView, launch: String) -> impl IntoView {
         Some(Err(e)) => error.set(Some(e.message)),
         None => {}
     });
-    let indicator = card.indicator.clone();
+    let indicator = card.indicator;
     let suggestions = card.suggestions.clone();
     let reasons = card.override_reasons.clone();
     let feedback_allowed = card.feedback_allowed;
     view! {
-        <li class=format!("card indicator-{indicator}") data-testid="plan-card" data-card-index=index>
+        <li class=format!("card indicator-{}", indicator.as_str()) data-testid="plan-card" data-card-index=index>
             <h3 class="card-summary">
-                <span class="indicator" aria-label=format!("{indicator}")>{indicator_label(&indicator)}</span>
+                <span class="indicator" aria-label=indicator.as_str()>{indicator.label()}</span>
                 {card.summary.clone()}
             </h3>
             {card.detail_html.clone().map(|html| view! { <div class="card-detail" inner_html=html></div> })}
@@ -361,13 +361,5 @@ fn Card(card: CardView, launch: String) -> impl IntoView {
             }}
             {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
         </li>
-    }
-}
-
-fn indicator_label(indicator: &str) -> &'static str {
-    match indicator {
-        "critical" => "Critical",
-        "warning" => "Warning",
-        _ => "Info",
     }
 }

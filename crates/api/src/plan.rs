@@ -87,6 +87,36 @@ pub struct MemberMismatch {
 }
 
 /// A card, checked and made safe: `detail_html` is sanitised HTML, links are http(s).
+/// How urgent a card is (CDS Hooks `indicator`), on the wire as `info`, `warning` or
+/// `critical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CardIndicator {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl CardIndicator {
+    /// The CDS Hooks value (also the page's class name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CardIndicator::Info => "info",
+            CardIndicator::Warning => "warning",
+            CardIndicator::Critical => "critical",
+        }
+    }
+
+    /// What the clinician reads.
+    pub fn label(self) -> &'static str {
+        match self {
+            CardIndicator::Info => "Info",
+            CardIndicator::Warning => "Warning",
+            CardIndicator::Critical => "Critical",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CardView {
     /// Position of the card in the answer (stable key for the page).
@@ -94,8 +124,7 @@ pub struct CardView {
     pub uuid: Option<String>,
     pub summary: String,
     pub detail_html: Option<String>,
-    /// `info`, `warning` or `critical`.
-    pub indicator: String,
+    pub indicator: CardIndicator,
     pub source_label: String,
     pub source_url: Option<String>,
     pub suggestions: Vec<SuggestionView>,

@@ -176,16 +176,17 @@ pub fn feedback_url(base: &Url, service_id: &str) -> String {
 }
 
 impl CdsClient {
-    pub fn new(identity: ClientIdentity, limits: CdsLimits) -> Self {
+    /// Fails only when the TLS backend cannot initialise: there is no fallback client
+    /// without the timeouts and the no-redirect rule.
+    pub fn new(identity: ClientIdentity, limits: CdsLimits) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(limits.connect_timeout)
             .timeout(limits.timeout)
             .user_agent(concat!("member-history/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+            .build()?;
         let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight.max(1)));
-        Self { http, identity, limits, gate }
+        Ok(Self { http, identity, limits, gate })
     }
 
     pub fn identity(&self) -> &ClientIdentity {

@@ -28,8 +28,9 @@ impl Default for HttpLimits {
 }
 
 /// A reqwest client that never follows redirects (OAuth and FHIR calls must go only where
-/// configured) and applies the limits' timeouts.
-pub fn client(limits: &HttpLimits) -> reqwest::Client {
+/// configured) and applies the limits' timeouts. Fails (at start) only when the TLS backend
+/// cannot initialise; there is no fallback client without these rules.
+pub fn client(limits: &HttpLimits) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(limits.connect_timeout)
@@ -40,8 +41,6 @@ pub fn client(limits: &HttpLimits) -> reqwest::Client {
         .pool_idle_timeout(Duration::from_secs(30))
         .user_agent(concat!("member-history/", env!("CARGO_PKG_VERSION")))
         .build()
-        // Only fails when the TLS backend cannot initialise, which is a broken build.
-        .unwrap_or_else(|_| reqwest::Client::new())
 }
 
 /// Why a body could not be read.

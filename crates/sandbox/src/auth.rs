@@ -349,7 +349,8 @@ impl AuthServer {
             // Never used: client_credentials has no redirect.
             url::Url::parse("urn:backend-services").map_err(|e| unusable(e.to_string()))?,
             smart::client::ClientAuth::PrivateKeyJwt { key },
-            fhir::http::client(&fhir::http::HttpLimits::default()),
+            fhir::http::client(&fhir::http::HttpLimits::default())
+                .map_err(|e| smart::client::SmartError::Unreachable(e.to_string()))?,
         );
         let token = client.client_credentials(&config, scope).await?;
         Ok(token.access_token.expose().to_owned())

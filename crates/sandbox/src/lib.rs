@@ -106,6 +106,8 @@ pub enum SandboxError {
     Key(#[from] jose::JoseError),
     #[error("the sandbox address does not form a URL: {0}")]
     Url(String),
+    #[error("no HTTP client could be built (TLS backend): {0}")]
+    Http(#[from] reqwest::Error),
     #[error("could not seed the sandbox store: {0}")]
     Seed(#[from] store::StoreError),
 }
@@ -125,7 +127,7 @@ impl Sandbox {
         let plan_listener = bind(config.host, config.plan_port).await?;
         let ehr_base = base_url(&ehr_listener, config.host, config.ehr_port)?;
         let plan_base = base_url(&plan_listener, config.host, config.plan_port)?;
-        let http = fhir::http::client(&fhir::http::HttpLimits::default());
+        let http = fhir::http::client(&fhir::http::HttpLimits::default())?;
         let people = synthetic::population(config.seed, config.patients);
 
         // The plan.
@@ -229,7 +231,7 @@ impl Sandbox {
             tenant: None,
         };
         let booking = booking::Booking::new(
-            cds_hooks::CdsClient::new(identity, cds_hooks::CdsLimits::default()),
+            cds_hooks::CdsClient::new(identity, cds_hooks::CdsLimits::default())?,
             Url::parse(&plan_base).map_err(|e| SandboxError::Url(e.to_string()))?,
         );
         let ehr =

@@ -752,11 +752,10 @@ fn card_view(
         summary: card.summary.clone(),
         detail_html: card.detail.as_deref().map(cds_hooks::markdown::to_safe_html),
         indicator: match checked.indicator {
-            cds_hooks::Indicator::Info => "info",
-            cds_hooks::Indicator::Warning => "warning",
-            cds_hooks::Indicator::Critical => "critical",
-        }
-        .into(),
+            cds_hooks::Indicator::Info => api::CardIndicator::Info,
+            cds_hooks::Indicator::Warning => api::CardIndicator::Warning,
+            cds_hooks::Indicator::Critical => api::CardIndicator::Critical,
+        },
         source_label: card.source.label.clone(),
         source_url: card.source.url.clone(),
         suggestions: card

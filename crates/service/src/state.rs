@@ -69,10 +69,11 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Builds the state from a checked configuration and our signing key.
-    pub fn new(config: AppConfig, signing_key: jose::SigningKey) -> Self {
+    /// Builds the state from a checked configuration and our signing key. Fails only when
+    /// no HTTP client with our rules can be built (the TLS backend did not initialise).
+    pub fn new(config: AppConfig, signing_key: jose::SigningKey) -> Result<Self, reqwest::Error> {
         let limits = fhir::http::HttpLimits::default();
-        let http = fhir::http::client(&limits);
+        let http = fhir::http::client(&limits)?;
         let signing_key = Arc::new(signing_key);
         let ehrs = config
             .ehrs
@@ -112,32 +113,36 @@ impl AppState {
         let payers = config
             .payers
             .iter()
-            .map(|payer| PayerRuntime {
-                config: payer.clone(),
-                cds: cds_hooks::CdsClient::new(
-                    identity.clone(),
-                    cds_hooks::CdsLimits {
-                        timeout: Duration::from_secs(payer.timeout_seconds.max(1)),
-                        max_in_flight: config.limits.max_requests_per_plan,
-                        ..cds_hooks::CdsLimits::default()
+            .map(|payer| {
+                Ok(PayerRuntime {
+                    config: payer.clone(),
+                    cds: cds_hooks::CdsClient::new(
+                        identity.clone(),
+                        cds_hooks::CdsLimits {
+                            timeout: Duration::from_secs(payer.timeout_seconds.max(1)),
+                            max_in_flight: config.limits.max_requests_per_plan,
+                            ..cds_hooks::CdsLimits::default()
+                        },
+                    )?,
+                    backend: match &payer.fhir_auth {
+                        PlanFhirAuth::BackendServices { client_id, .. } => Some(SmartClient::new(
+                            client_id.clone(),
+                            config.redirect_uri(),
+                            ClientAuth::PrivateKeyJwt { key: signing_key.clone() },
+                            http.clone(),
+                        )),
+                        PlanFhirAuth::FromAnswer => None,
                     },
-                ),
-                backend: match &payer.fhir_auth {
-                    PlanFhirAuth::BackendServices { client_id, .. } => Some(SmartClient::new(
-                        client_id.clone(),
-                        config.redirect_uri(),
-                        ClientAuth::PrivateKeyJwt { key: signing_key.clone() },
-                        http.clone(),
+                    discovery: tokio::sync::Mutex::new(None),
+                    capability: tokio::sync::Mutex::new(None),
+                    gate: Arc::new(tokio::sync::Semaphore::new(
+                        config.limits.max_requests_per_plan,
                     )),
-                    PlanFhirAuth::FromAnswer => None,
-                },
-                discovery: tokio::sync::Mutex::new(None),
-                capability: tokio::sync::Mutex::new(None),
-                gate: Arc::new(tokio::sync::Semaphore::new(config.limits.max_requests_per_plan)),
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, reqwest::Error>>()?;
         let idle = Duration::from_secs(config.session_idle_minutes.max(1) * 60);
-        AppState(Arc::new(Inner {
+        Ok(AppState(Arc::new(Inner {
             discovery: Discovery::new(http.clone(), Duration::from_secs(3600)),
             http,
             limits,
@@ -146,7 +151,7 @@ impl AppState {
             payers,
             launches: LaunchStore::new(idle),
             config,
-        }))
+        })))
     }
 
     pub fn ehr(&self, id: &str) -> Option<&EhrRuntime> {
