@@ -84,18 +84,23 @@ pub fn router(state: AppState, frontend: Frontend, sessions: PrunedMemoryStore) 
     let api = Router::new()
         .route("/api/{*fn_name}", post(server_fns))
         .layer(axum::middleware::from_fn_with_state(edge, edge::api_edge));
-
-    Router::new()
+    // Only the launch, the callback and the server functions touch the session: the app's
+    // files (cached publicly for a year) and the JWKS never carry a Set-Cookie that a shared
+    // cache could hand to someone else.
+    let with_session = Router::new()
         .route("/launch", get(routes::launch))
         .route("/callback", get(routes::callback))
-        .route("/.well-known/jwks.json", get(routes::jwks))
-        .route("/healthz", get(routes::healthz))
         .merge(api)
-        .fallback_service(frontend.service())
-        .with_state(server)
         .layer(axum::middleware::from_fn(frame_cookies::mark))
         .layer(session_layer)
-        .layer(axum::middleware::from_fn(frame_cookies::rewrite))
+        .layer(axum::middleware::from_fn(frame_cookies::rewrite));
+
+    Router::new()
+        .merge(with_session)
+        .route("/.well-known/jwks.json", get(routes::jwks))
+        .route("/healthz", get(routes::healthz))
+        .fallback_service(frontend.service())
+        .with_state(server)
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, request_timeout))
         .layer(axum::middleware::from_fn_with_state(in_progress, shed_load))

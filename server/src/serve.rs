@@ -37,15 +37,17 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
 }
 
-/// Serves `router` on `listener` until `shutdown` completes. Each request carries
-/// `ConnectInfo<SocketAddr>` (the launch rate limit is per client address).
+/// Serves `router` on `listener` until `shutdown` completes, then lets the open connections
+/// finish (bounded). Each request carries `ConnectInfo<SocketAddr>` (the launch rate limit is
+/// per client address).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let max = limits.max_connections.max(1);
+    let permits = Arc::new(Semaphore::new(max));
     tokio::pin!(shutdown);
     loop {
         // At the limit, connections wait in the backlog instead of being accepted.
@@ -54,7 +56,7 @@ pub async fn serve(
                 Ok(permit) => permit,
                 Err(_) => return,
             },
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
         };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -66,7 +68,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
         };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
@@ -89,5 +91,16 @@ pub async fn serve(
             }
             drop(permit);
         });
+    }
+    // Stopping: no new connections; requests in progress (a write-back, say) may finish. Idle
+    // keep-alive connections end within the header-read timeout; give up after twice that.
+    drop(listener);
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let drained = permits.acquire_many(all);
+    if tokio::time::timeout(limits.header_read_timeout * 2 + Duration::from_secs(5), drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!("stopped with requests still in progress");
     }
 }

@@ -298,6 +298,10 @@ async fn a_launch_in_a_cross_site_frame_gets_a_partitioned_cookie() {
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     // Later requests in the frame are same-origin; the renewed cookie keeps the attributes.
     let pair = cookie.split(';').next().unwrap().to_owned();
-    let later = driver.router.clone().oneshot(get("/".into(), false, Some(pair))).await.unwrap();
+    let later = post("/api/ehrs", &[SAME_ORIGIN, FORM, ("cookie", &pair)], Body::empty());
+    let later = driver.router.clone().oneshot(later).await.unwrap();
     assert!(set_cookie(&later).ends_with("SameSite=None; Secure; Partitioned"));
+    // The app's files never carry the cookie (they are cached publicly).
+    let page = driver.router.clone().oneshot(get("/".into(), false, Some(pair))).await.unwrap();
+    assert!(page.headers().get(header::SET_COOKIE).is_none());
 }
