@@ -6,7 +6,7 @@
 //! `cargo bench -p server --bench review_page` (optionally `-- 5` for the number of runs).
 #![allow(clippy::unwrap_used, clippy::print_stdout, dead_code)]
 
-#[path = "../tests/common/browser.rs"]
+#[path = "../tests/all/common/browser.rs"]
 mod browser;
 
 use std::path::PathBuf;

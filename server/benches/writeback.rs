@@ -11,9 +11,9 @@
 //! `cargo bench -p server --bench writeback` (optionally `-- 9` for the number of rounds).
 #![allow(clippy::unwrap_used, clippy::print_stdout, dead_code)]
 
-#[path = "../tests/common/hfs.rs"]
+#[path = "../tests/all/common/hfs.rs"]
 mod hfs;
-#[path = "../tests/common/proxy.rs"]
+#[path = "../tests/all/common/proxy.rs"]
 mod proxy;
 mod shared;
 

@@ -2,7 +2,7 @@
 //! duplicated, nothing half-written when the EHR fails, and the DocumentReference fallbacks.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! an HTTP client that keeps cookies and follows redirects by hand. No browser.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 

@@ -2,7 +2,7 @@
 //! Each case points the configured plan at a hostile CDS service and asks it once.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::hostile::{self, card, Mode};

@@ -2,7 +2,7 @@
 //! Needs the Trunk build in `dist/` (the test command builds it first).
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::browser::Browser;
 use server::cli::Cli;

@@ -2,7 +2,7 @@
 //! page showing what was added.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::browser::Browser;
 use common::TestServer;

@@ -2,7 +2,7 @@
 //! against the sandbox EHR's chart, selection kept server side.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::Driver;

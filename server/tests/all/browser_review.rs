@@ -3,7 +3,7 @@
 //! 800×600 frame, and axe-core's accessibility rules.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::browser::Browser;
 use common::TestServer;

@@ -7,7 +7,7 @@
 //! and `scripts/hfs-data` has prepared its data directory.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

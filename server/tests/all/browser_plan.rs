@@ -3,7 +3,7 @@
 //! script that must never run.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::browser::Browser;
 use common::hostile::{self, Mode};

@@ -4,7 +4,7 @@
 //! context fields, prefetch equal to what the EMR query returns).
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 
