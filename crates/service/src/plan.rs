@@ -853,7 +853,43 @@ pub async fn feedback_for_launch(
         .service_id
         .clone()
         .ok_or_else(|| ServiceError::BadRequest("No hook call to give feedback on.".into()))?;
-    let (item, recorded) = match &input {
+    let (item, recorded) = feedback_item(checked, uuid, &input)?;
+    let card_uuid = item.card.clone();
+    payer
+        .cds
+        .feedback(
+            &payer.config.cds_base,
+            &service_id,
+            &cds_hooks::FeedbackRequest { feedback: vec![item] },
+        )
+        .await
+        .map_err(|e| ServiceError::Plan(e.user_message(&payer.config.name)))?;
+    // The launch may have changed while the plan was asked (another tab asked the plan again):
+    // record the feedback only on the same card of the same plan's answer.
+    let mut guard = launch.lock().await;
+    let stored = guard
+        .plan
+        .as_mut()
+        .filter(|p| p.payer_id == plan.payer_id && p.service_id.as_deref() == Some(&service_id))
+        .ok_or_else(stale_card)?;
+    let card = stored
+        .cards
+        .get(index)
+        .filter(|c| c.card.uuid.as_deref() == Some(card_uuid.as_str()))
+        .ok_or_else(stale_card)?;
+    let view = card_view(payer, index, card, Some(&recorded));
+    stored.feedback.insert(index, recorded);
+    Ok(view)
+}
+
+/// The feedback message for one card, and what the launch records of it. Checks the chosen
+/// suggestion or override reason is one the card offers.
+fn feedback_item(
+    checked: &CheckedCard,
+    uuid: String,
+    input: &FeedbackInput,
+) -> Result<(cds_hooks::Feedback, CardFeedback), ServiceError> {
+    Ok(match input {
         FeedbackInput::Accept { suggestion } => {
             let found = checked
                 .card
@@ -911,33 +947,7 @@ pub async fn feedback_for_launch(
                 CardFeedback::Dismissed { reason: display },
             )
         }
-    };
-    let card_uuid = item.card.clone();
-    payer
-        .cds
-        .feedback(
-            &payer.config.cds_base,
-            &service_id,
-            &cds_hooks::FeedbackRequest { feedback: vec![item] },
-        )
-        .await
-        .map_err(|e| ServiceError::Plan(e.user_message(&payer.config.name)))?;
-    // The launch may have changed while the plan was asked (another tab asked the plan again):
-    // record the feedback only on the same card of the same plan's answer.
-    let mut guard = launch.lock().await;
-    let stored = guard
-        .plan
-        .as_mut()
-        .filter(|p| p.payer_id == plan.payer_id && p.service_id.as_deref() == Some(&service_id))
-        .ok_or_else(stale_card)?;
-    let card = stored
-        .cards
-        .get(index)
-        .filter(|c| c.card.uuid.as_deref() == Some(card_uuid.as_str()))
-        .ok_or_else(stale_card)?;
-    let view = card_view(payer, index, card, Some(&recorded));
-    stored.feedback.insert(index, recorded);
-    Ok(view)
+    })
 }
 
 fn stale_card() -> ServiceError {
