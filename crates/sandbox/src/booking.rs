@@ -42,6 +42,22 @@ impl Booking {
     }
 }
 
+/// What the booking pages work with: the EHR, and its CDS client with the bookings.
+#[derive(Debug)]
+pub struct BookingPage {
+    pub ehr: Arc<Ehr>,
+    pub booking: Booking,
+}
+
+/// The booking pages, merged into the EHR's router.
+pub fn router(page: Arc<BookingPage>) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/book", get(form).post(book))
+        .route("/book/launch", post(launch))
+        .with_state(page)
+}
+
 /// Runs a prefetch query against the EHR's own store.
 pub fn store_query(store: &FhirStore, query: &str) -> Result<prefetch::Fetched, String> {
     let (path, params) = query.split_once('?').unwrap_or((query, ""));
@@ -71,7 +87,8 @@ pub struct BookQuery {
     patient: String,
 }
 
-pub async fn form(State(ehr): State<Arc<Ehr>>, Query(q): Query<BookQuery>) -> Response {
+pub async fn form(State(page): State<Arc<BookingPage>>, Query(q): Query<BookQuery>) -> Response {
+    let ehr = &page.ehr;
     let Some(person) = ehr.person(&q.patient) else {
         return (StatusCode::NOT_FOUND, pages::message_page("Unknown patient", "No such patient."))
             .into_response();
@@ -110,11 +127,8 @@ pub struct BookForm {
 }
 
 /// Books (in the EHR's mind), calls the plan's hook, and shows the cards.
-pub async fn book(State(ehr): State<Arc<Ehr>>, Form(form): Form<BookForm>) -> Response {
-    let Some(booking) = &ehr.booking else {
-        return pages::message_page("No plan", "This sandbox has no health plan to ask.")
-            .into_response();
-    };
+pub async fn book(State(page): State<Arc<BookingPage>>, Form(form): Form<BookForm>) -> Response {
+    let (ehr, booking) = (&page.ehr, &page.booking);
     let Some(person) = ehr.person(&form.patient) else {
         return (StatusCode::NOT_FOUND, pages::message_page("Unknown patient", "No such patient."))
             .into_response();
@@ -221,8 +235,11 @@ pub struct LaunchForm {
 
 /// Launches the app of a card's `smart` link, passing the link's `appContext` through the
 /// launch (the token response will carry it).
-pub async fn launch(State(ehr): State<Arc<Ehr>>, Form(form): Form<LaunchForm>) -> Response {
-    let Some(booking) = &ehr.booking else { return StatusCode::NOT_FOUND.into_response() };
+pub async fn launch(
+    State(page): State<Arc<BookingPage>>,
+    Form(form): Form<LaunchForm>,
+) -> Response {
+    let (ehr, booking) = (&page.ehr, &page.booking);
     let answer =
         booking.answers.lock().unwrap_or_else(|p| p.into_inner()).get(&form.booking).cloned();
     let Some(answer) = answer else {

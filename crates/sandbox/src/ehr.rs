@@ -68,8 +68,6 @@ pub struct Ehr {
     pub store: Arc<FhirStore>,
     pub people: Vec<Person>,
     pub api: FhirApi,
-    /// The EHR as a CDS client of the plan (the booking page), when a plan runs.
-    pub booking: Option<crate::booking::Booking>,
 }
 
 impl Ehr {
@@ -106,8 +104,6 @@ pub fn router(ehr: Arc<Ehr>) -> Router {
         .route("/", get(launcher))
         .route("/launch", post(launch))
         .route("/chart", get(chart))
-        .route("/book", get(crate::booking::form).post(crate::booking::book))
-        .route("/book/launch", post(crate::booking::launch))
         .route("/frame", get(frame))
         .route("/sandbox.css", get(stylesheet))
         .route("/smart-style.json", get(smart_style))

@@ -234,10 +234,11 @@ impl Sandbox {
             cds_hooks::CdsClient::new(identity, cds_hooks::CdsLimits::default())?,
             Url::parse(&plan_base).map_err(|e| SandboxError::Url(e.to_string()))?,
         );
-        let ehr =
-            Arc::new(Ehr { base_url: ehr_base, auth, store, people, api, booking: Some(booking) });
+        let ehr = Arc::new(Ehr { base_url: ehr_base, auth, store, people, api });
+        // The EHR as a CDS client of the plan: its "Book appointment" pages.
+        let booking = Arc::new(booking::BookingPage { ehr: ehr.clone(), booking });
         let tasks = vec![
-            serve(ehr_listener, ehr::router(ehr.clone())),
+            serve(ehr_listener, ehr::router(ehr.clone()).merge(booking::router(booking))),
             serve(plan_listener, plan::router(plan.clone())),
         ];
         tracing::info!(ehr = %ehr.base_url, plan = %plan.base_url, "sandbox started");
