@@ -457,7 +457,7 @@ fn DetailDrawer(
 fn DetailBody(item: HistoryItem, raw: String) -> impl IntoView {
     let when = item.when.clone().map(|w| match (w.start, w.end) {
         (Some(s), Some(e)) => format!("{s} to {e}"),
-        (Some(s), None) => s,
+        (Some(s), None) => s.to_string(),
         (None, Some(e)) => format!("until {e}"),
         (None, None) => String::new(),
     });

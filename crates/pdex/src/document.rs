@@ -222,7 +222,7 @@ mod tests {
                 code: Some("J45.909".into()),
                 display: None,
             }],
-            when: Some(When { start: Some("2025-01-02".into()), end: None }),
+            when: When::parse(Some("2025-01-02"), None),
             status: Some("active".into()),
             organization: None,
             practitioner: None,

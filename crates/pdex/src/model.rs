@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use fhir::FhirDate;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -34,18 +35,25 @@ pub struct Code {
     pub display: Option<String>,
 }
 
-/// When the item happened: a date(time), or a period.
+/// When the item happened: a date(time), or a period. Only checked FHIR dates get here (a
+/// value that is not one is left out, and the item shows "No date").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct When {
-    pub start: Option<String>,
-    pub end: Option<String>,
+    pub start: Option<FhirDate>,
+    pub end: Option<FhirDate>,
 }
 
 impl When {
+    /// From outside strings; `None` unless at least one is a FHIR date.
+    pub fn parse(start: Option<&str>, end: Option<&str>) -> Option<When> {
+        let start = start.and_then(|s| FhirDate::parse(s).ok());
+        let end = end.and_then(|s| FhirDate::parse(s).ok());
+        (start.is_some() || end.is_some()).then_some(When { start, end })
+    }
+
     /// The day it happened (or started), `YYYY-MM-DD` or shorter when the source was.
     pub fn day(&self) -> Option<&str> {
-        let s = self.start.as_deref().or(self.end.as_deref())?;
-        fhir::date::day_of(s)
+        self.start.as_ref().or(self.end.as_ref()).map(FhirDate::day)
     }
 }
 
@@ -119,7 +127,10 @@ impl HistoryItem {
 
     /// The sort key (newest first sorts on this descending).
     pub fn sort_date(&self) -> &str {
-        self.when.as_ref().and_then(|w| w.start.as_deref().or(w.end.as_deref())).unwrap_or("")
+        self.when
+            .as_ref()
+            .and_then(|w| w.start.as_ref().or(w.end.as_ref()))
+            .map_or("", FhirDate::as_str)
     }
 }
 
@@ -129,11 +140,14 @@ mod tests {
 
     #[test]
     fn the_day_of_an_outside_date_never_cuts_a_character() {
-        let when = |s: &str| When { start: Some(s.to_owned()), end: None };
-        assert_eq!(when("2024-03-07T10:00:00Z").day(), Some("2024-03-07"));
-        assert_eq!(when("2024-03").day(), Some("2024-03"));
+        let day = |s: &str| When::parse(Some(s), None).and_then(|w| w.day().map(str::to_owned));
+        assert_eq!(day("2024-03-07T10:00:00Z").as_deref(), Some("2024-03-07"));
+        assert_eq!(day("2024-03").as_deref(), Some("2024-03"));
         for odd in ["2024-03-0é", "ééééééééééé", "202", "yesterday", ""] {
-            assert_eq!(when(odd).day(), None, "{odd}");
+            assert_eq!(day(odd), None, "{odd}");
         }
+        // A period with a bad start still has its end.
+        let when = When::parse(Some("soon"), Some("2024-05-01")).unwrap_or_else(|| unreachable!());
+        assert_eq!(when.day(), Some("2024-05-01"));
     }
 }

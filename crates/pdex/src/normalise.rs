@@ -195,12 +195,15 @@ fn contained<'a>(resource: &'a Value, id: &str) -> Option<&'a Value> {
 fn when_of(resource: &Value, fields: &[&str]) -> Option<When> {
     for field in fields {
         match resource.get(*field) {
-            Some(Value::String(s)) => return Some(When { start: Some(s.clone()), end: None }),
+            Some(Value::String(s)) => {
+                if let Some(when) = When::parse(Some(s), None) {
+                    return Some(when);
+                }
+            }
             Some(period @ Value::Object(_)) => {
-                let start = period.get("start").and_then(Value::as_str).map(str::to_owned);
-                let end = period.get("end").and_then(Value::as_str).map(str::to_owned);
-                if start.is_some() || end.is_some() {
-                    return Some(When { start, end });
+                let text = |k| period.get(k).and_then(Value::as_str);
+                if let Some(when) = When::parse(text("start"), text("end")) {
+                    return Some(when);
                 }
             }
             _ => {}

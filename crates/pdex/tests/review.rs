@@ -69,7 +69,10 @@ fn display_text_codes_dates_and_sources() {
     assert_eq!(enc.display, "Office or other outpatient visit");
     assert_eq!(enc.organization.as_ref().unwrap().name.as_deref(), Some("Lakeside Cardiology"));
     assert_eq!(enc.practitioner.as_ref().unwrap().name.as_deref(), Some("Dr. Jonas Berg"));
-    assert_eq!(enc.when.as_ref().unwrap().end.as_deref(), Some("2025-06-01T10:30:00Z"));
+    assert_eq!(
+        enc.when.as_ref().unwrap().end.as_ref().map(fhir::FhirDate::as_str),
+        Some("2025-06-01T10:30:00Z")
+    );
     // An encounter with no type falls back to its class.
     assert_eq!(item(&items, "Encounter/enc-2").display, "emergency encounter");
 
