@@ -28,18 +28,25 @@ pub struct LaunchLimiter(
         governor::state::keyed::DefaultKeyedStateStore<IpAddr>,
         governor::clock::DefaultClock,
     >,
+    /// Calls so far, to prune now and then.
+    std::sync::atomic::AtomicU32,
 );
 
 impl LaunchLimiter {
     pub fn new(per_minute: u32) -> Self {
         let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
-        Self(governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute)))
+        Self(
+            governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute)),
+            std::sync::atomic::AtomicU32::new(0),
+        )
     }
 
-    /// Whether `client` may start another launch now. Keys of clients that are back to a
-    /// full allowance are dropped now and then, so the map does not grow with every address.
+    /// Whether `client` may start another launch now. Every 1,024th call drops the keys of
+    /// clients back to a full allowance (a scan), so the map does not grow with every address
+    /// and no single launch pays for the scan each time.
     pub fn allow(&self, client: IpAddr) -> bool {
-        if self.0.len() > 10_000 {
+        let calls = self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if calls % 1024 == 1023 {
             self.0.retain_recent();
         }
         self.0.check_key(&client).is_ok()

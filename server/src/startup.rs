@@ -68,9 +68,20 @@ pub async fn prepare_with(
     keys: SandboxKeys,
     adjust: impl FnOnce(&mut AppConfig),
 ) -> Result<Prepared, StartError> {
-    match &cli.config {
-        Some(path) => {
-            let mut config = AppConfig::from_file(path)?;
+    let file = cli.config.as_deref().map(AppConfig::from_file).transpose()?;
+    prepare_from(cli, file, default_public_url, keys, adjust).await
+}
+
+/// [`prepare_with`] with the configuration file already read (`None`: sandbox mode).
+async fn prepare_from(
+    cli: &Cli,
+    file: Option<AppConfig>,
+    default_public_url: Url,
+    keys: SandboxKeys,
+    adjust: impl FnOnce(&mut AppConfig),
+) -> Result<Prepared, StartError> {
+    match file {
+        Some(mut config) => {
             if let Some(url) = &cli.public_url {
                 config.public_url = url.clone();
             }
@@ -227,12 +238,13 @@ pub async fn start_with(
     cli: Cli,
     adjust: impl FnOnce(&mut AppConfig),
 ) -> Result<Running, StartError> {
-    // The backlog is set before the configuration is read (binding first gives sandbox
-    // mode its default public URL); `[limits] listen_backlog` applies from the file.
-    let backlog = match &cli.config {
-        Some(path) => AppConfig::from_file(path)?.limits.listen_backlog,
-        None => service::config::Limits::default().listen_backlog,
-    };
+    // Bound before the state is built (binding gives sandbox mode its default public URL),
+    // so the backlog comes from the file as read, before `adjust`.
+    let file = cli.config.as_deref().map(AppConfig::from_file).transpose()?;
+    let backlog = file.as_ref().map_or_else(
+        || service::config::Limits::default().listen_backlog,
+        |c| c.limits.listen_backlog,
+    );
     crate::serve::raise_open_file_limit();
     let listener = crate::serve::bind(cli.listen, backlog)
         .map_err(|source| StartError::Listen { addr: cli.listen, source })?;
@@ -240,7 +252,7 @@ pub async fn start_with(
         listener.local_addr().map_err(|source| StartError::Listen { addr: cli.listen, source })?;
     let default_url =
         Url::parse(&format!("http://{addr}")).map_err(|e| StartError::Url(e.to_string()))?;
-    let prepared = prepare_with(&cli, default_url, SandboxKeys::JwksUrl, adjust).await?;
+    let prepared = prepare_from(&cli, file, default_url, SandboxKeys::JwksUrl, adjust).await?;
     let frontend = Frontend::load(&cli.dist_dir);
     let limits = &prepared.state.config.limits;
     let sessions = PrunedMemoryStore::new(limits.max_sessions);

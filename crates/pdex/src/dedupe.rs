@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::model::{HistoryItem, When};
+use crate::model::{Code, HistoryItem, When};
 use crate::normalise::{code_list, what_and_when};
 
 /// An index of the EMR's resources.
@@ -20,7 +20,7 @@ pub struct ChartIndex {
 /// Calls `each` with `type|system|code|day` for each code of the resource, read as a plan
 /// item's are (the kinds table, through `normalise::what_and_when`). The chart's Medications
 /// are not fetched: a chart medication's codes come from its own concept or a contained one.
-fn for_each_key(resource: &Value, mut each: impl FnMut(&str) -> bool) -> bool {
+fn for_each_key(resource: &Value, each: impl FnMut(&str) -> bool) -> bool {
     let Some(kind) =
         resource.get("resourceType").and_then(Value::as_str).and_then(crate::kinds::of)
     else {
@@ -28,13 +28,24 @@ fn for_each_key(resource: &Value, mut each: impl FnMut(&str) -> bool) -> bool {
     };
     let (concept, when) = what_and_when(kind, resource, |_| None);
     let Some(day) = when.as_ref().and_then(When::day) else { return false };
+    for_each_code_key(kind.resource_type, &code_list(concept.as_deref()), day, each)
+}
+
+/// Calls `each` with `type|system|code|day` for each code that has a system and a code, until
+/// it returns true; returns whether it did. The one spelling of the key, for both sides.
+fn for_each_code_key(
+    resource_type: &str,
+    codes: &[Code],
+    day: &str,
+    mut each: impl FnMut(&str) -> bool,
+) -> bool {
     let mut key = String::with_capacity(96);
-    for code in code_list(concept.as_deref()) {
+    for code in codes {
         let (Some(system), Some(value)) = (code.system.as_deref(), code.code.as_deref()) else {
             continue;
         };
         key.clear();
-        key.push_str(kind.resource_type);
+        key.push_str(resource_type);
         key.push('|');
         key.push_str(system);
         key.push('|');
@@ -92,21 +103,12 @@ impl ChartIndex {
             return None;
         }
         let day = item.when.as_ref()?.day()?;
-        let mut key = String::with_capacity(96);
-        item.codes.iter().find_map(|code| {
-            let (Some(system), Some(value)) = (code.system.as_deref(), code.code.as_deref()) else {
-                return None;
-            };
-            key.clear();
-            key.push_str(&item.resource_type);
-            key.push('|');
-            key.push_str(system);
-            key.push('|');
-            key.push_str(value);
-            key.push('|');
-            key.push_str(day);
-            self.by_code_and_day.get(key.as_str())
-        })
+        let mut found = None;
+        for_each_code_key(&item.resource_type, &item.codes, day, |key| {
+            found = self.by_code_and_day.get(key);
+            found.is_some()
+        });
+        found
     }
 }
 
