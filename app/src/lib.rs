@@ -12,6 +12,11 @@ use leptos_router::path;
 
 use crate::pages::{LaunchErrorPage, NotFound, ReviewPage, StartPage};
 
+/// The launch the review page is about, provided by the page to everything under it.
+pub(crate) fn launch_id() -> api::LaunchId {
+    expect_context::<api::LaunchId>()
+}
+
 /// Referenced by the server so this crate (and its server functions) are linked in.
 pub fn register_server_fns() {}
 

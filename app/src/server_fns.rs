@@ -1,9 +1,10 @@
-//! Server functions: public endpoints under `/api/…`. Each one checks the browser session
-//! and the launch it touches itself (in `service`), whatever page called it.
+//! Server functions: public endpoints under `/api/…`. Each one resolves the launch it
+//! touches against the browser session itself (`ssr::owned`), whatever page called it; its
+//! arguments are typed, so a malformed id is refused before any use case runs.
 
 use api::{
-    ApiError, CardView, EhrChoice, HistoryView, ItemDetail, PlanAnswer, PlanStatus, ReviewContext,
-    SelectionSummary, WritePreview, WriteResult,
+    ApiError, CardView, EhrChoice, HistoryView, ItemDetail, LaunchId, PayerId, PlanAnswer,
+    PlanStatus, ReviewContext, SelectionSummary, WritePreview, WriteResult,
 };
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
@@ -17,116 +18,113 @@ pub async fn configured_ehrs() -> Result<Vec<EhrChoice>, ApiError> {
 
 /// The patient, user and look of a launch this browser owns.
 #[server(endpoint = "review_context")]
-pub async fn load_review_context(launch: String) -> Result<ReviewContext, ApiError> {
-    let state = ssr::state()?;
-    let session = ssr::session().await?;
-    service::context::review_context(&state, &session, &launch).await.map_err(ApiError::from)
+pub async fn load_review_context(launch: LaunchId) -> Result<ReviewContext, ApiError> {
+    let owned = ssr::owned(&launch).await?;
+    Ok(service::context::review_context(&owned).await?)
 }
 
 /// Which plan Member History will ask for the launched patient, and its answer so far.
 #[server(endpoint = "plan_status")]
-pub async fn load_plan_status(launch: String) -> Result<PlanStatus, ApiError> {
-    let state = ssr::state()?;
-    let session = ssr::session().await?;
-    service::plan::status(&state, &session, &launch).await.map_err(ApiError::from)
+pub async fn load_plan_status(launch: LaunchId) -> Result<PlanStatus, ApiError> {
+    let owned = ssr::owned(&launch).await?;
+    Ok(service::plan::status(&owned).await?)
 }
 
 /// Asks the patient's plan for their history (the `appointment-book` hook, in place of the
-/// EMR). `payer` and `member_id` are set when the clinician typed the member id.
+/// EMR). `payer` and `member_id` are set when the clinician typed the member id; the member
+/// id is read here rather than by the decoder so a mistyped one is answered with what a
+/// member id may hold, not "not understood".
 #[server(endpoint = "request_plan_history")]
 pub async fn request_plan_history(
-    launch: String,
-    payer: Option<String>,
+    launch: LaunchId,
+    payer: Option<PayerId>,
     member_id: Option<String>,
 ) -> Result<PlanAnswer, ApiError> {
-    let state = ssr::state()?;
-    let session = ssr::session().await?;
+    let member_id = member_id.as_deref().map(api::MemberId::parse).transpose()?;
+    let owned = ssr::owned(&launch).await?;
     let ask = service::plan::HistoryRequest { payer_id: payer, member_id };
-    service::plan::request_history(&state, &session, &launch, ask).await.map_err(ApiError::from)
+    Ok(service::plan::request_history(&owned, ask).await?)
 }
 
 /// Tells the plan what the clinician did with card `card`: accepted `suggestion`, or
 /// dismissed it (with one of the card's override reasons and an optional comment).
 #[server(endpoint = "card_feedback")]
 pub async fn card_feedback(
-    launch: String,
+    launch: LaunchId,
     card: usize,
     suggestion: Option<String>,
     reason: Option<String>,
     comment: Option<String>,
 ) -> Result<CardView, ApiError> {
-    let state = ssr::state()?;
-    let session = ssr::session().await?;
+    let owned = ssr::owned(&launch).await?;
     let input = match suggestion {
         Some(suggestion) => service::plan::FeedbackInput::Accept { suggestion },
         None => service::plan::FeedbackInput::Dismiss { reason, comment },
     };
-    service::plan::send_feedback(&state, &session, &launch, card, input)
-        .await
-        .map_err(ApiError::from)
+    Ok(service::plan::send_feedback(&owned, card, input).await?)
 }
 
 /// The plan's member history for review, with the current selection. Read from the plan the
 /// first time (or again with `refresh`), then from the launch.
 #[server(endpoint = "history")]
-pub async fn load_history(launch: String, refresh: bool) -> Result<HistoryView, ApiError> {
-    let state = ssr::state()?;
-    let session = ssr::session().await?;
-    service::history::load(&state, &session, &launch, refresh).await.map_err(ApiError::from)
+pub async fn load_history(launch: LaunchId, refresh: bool) -> Result<HistoryView, ApiError> {
+    let owned = ssr::owned(&launch).await?;
+    Ok(service::history::load(&owned, refresh).await?)
 }
 
 /// Selects (or deselects) history items by key; the selection is kept server side.
 #[server(endpoint = "selection", input = Json)]
 pub async fn set_selection(
-    launch: String,
+    launch: LaunchId,
     keys: Vec<String>,
     selected: bool,
 ) -> Result<SelectionSummary, ApiError> {
-    let state = ssr::state()?;
-    let session = ssr::session().await?;
-    service::history::set_selection(&state, &session, &launch, &keys, selected)
-        .await
-        .map_err(ApiError::from)
+    let owned = ssr::owned(&launch).await?;
+    Ok(service::history::set_selection(&owned, &keys, selected).await?)
 }
 
 /// One history item in full, raw resource included.
 #[server(endpoint = "history_item")]
-pub async fn load_history_item(launch: String, key: String) -> Result<ItemDetail, ApiError> {
-    let state = ssr::state()?;
-    let session = ssr::session().await?;
-    service::history::item_detail(&state, &session, &launch, &key).await.map_err(ApiError::from)
+pub async fn load_history_item(launch: LaunchId, key: String) -> Result<ItemDetail, ApiError> {
+    let owned = ssr::owned(&launch).await?;
+    Ok(service::history::item_detail(&owned, &key).await?)
 }
 
 /// What "Add to chart" would write, as resources or in a document.
 #[server(endpoint = "write_preview")]
-pub async fn load_write_preview(launch: String) -> Result<WritePreview, ApiError> {
-    let state = ssr::state()?;
-    let session = ssr::session().await?;
-    service::writeback::preview(&state, &session, &launch).await.map_err(ApiError::from)
+pub async fn load_write_preview(launch: LaunchId) -> Result<WritePreview, ApiError> {
+    let owned = ssr::owned(&launch).await?;
+    Ok(service::writeback::preview(&owned).await?)
 }
 
 /// Writes the selection into the EHR (one transaction with Provenance).
 #[server(endpoint = "add_to_chart")]
-pub async fn add_to_chart(launch: String) -> Result<WriteResult, ApiError> {
-    let state = ssr::state()?;
-    let session = ssr::session().await?;
-    service::writeback::write(&state, &session, &launch).await.map_err(ApiError::from)
+pub async fn add_to_chart(launch: LaunchId) -> Result<WriteResult, ApiError> {
+    let owned = ssr::owned(&launch).await?;
+    Ok(service::writeback::write(&owned).await?)
 }
 
 /// The writes of this launch so far (for the summary after a reload).
 #[server(endpoint = "write_results")]
-pub async fn load_write_results(launch: String) -> Result<Vec<WriteResult>, ApiError> {
-    let state = ssr::state()?;
-    let session = ssr::session().await?;
-    service::writeback::results(&state, &session, &launch).await.map_err(ApiError::from)
+pub async fn load_write_results(launch: LaunchId) -> Result<Vec<WriteResult>, ApiError> {
+    let owned = ssr::owned(&launch).await?;
+    Ok(service::writeback::results(&owned).await)
 }
 
 #[cfg(feature = "ssr")]
 mod ssr {
-    use api::{ApiError, ErrorCode};
+    use api::{ApiError, ErrorCode, LaunchId};
     use leptos::prelude::use_context;
-    use service::AppState;
+    use service::{AppState, OwnedLaunch};
     use tower_sessions::Session;
+
+    /// The edge of every launch's server function: the launch, checked to belong to this
+    /// browser session, with its EHR (the use case behind it never sees the session).
+    pub async fn owned(launch: &LaunchId) -> Result<OwnedLaunch, ApiError> {
+        let state = state()?;
+        let session = session().await?;
+        Ok(OwnedLaunch::resolve(&state, &session, launch).await?)
+    }
 
     /// The state the server provides to every server function.
     pub fn state() -> Result<AppState, ApiError> {

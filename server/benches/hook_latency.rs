@@ -6,9 +6,9 @@
 //! Both series are measured in the same run against the same in-process sandbox plan.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-use std::time::{Duration, Instant};
+mod shared;
 
-use server::cli::Cli;
+use std::time::{Duration, Instant};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -27,11 +27,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() {
     let calls: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(200);
     let data = tempfile::tempdir().unwrap();
-    let running =
-        server::startup::start(Cli::for_tests(data.path().to_owned(), data.path().join("no-dist")))
-            .await
-            .unwrap();
-    let sandbox = running.sandbox.as_ref().unwrap();
+    let args = sandbox::member_history::SandboxArgs::for_tests();
+    let (running, sandbox) =
+        shared::app_with_sandbox(&args, data.path(), data.path().join("no-dist")).await;
+    let sandbox = &sandbox;
     let app = running.url.to_string();
 
     // An EHR launch, as a browser would make it.

@@ -1,19 +1,21 @@
-//! Load bench: concurrent clinician flows against the server in sandbox mode, at a 1,024
-//! open-file limit.
+//! Load bench: concurrent clinician flows against the server, configured for the sandbox, at
+//! a 1,024 open-file limit.
 //!
-//! The server binary runs in its own process (with its embedded sandbox EHR and plan, which
-//! share its descriptors), started under `ulimit -n 1024` (soft and hard, so it cannot raise
-//! it). Each flow is what a clinician's browser does over HTTP, from its own loopback address
+//! The server binary runs in its own process, the app alone, started under `ulimit -n 1024`
+//! (soft and hard, so it cannot raise it); the sandbox EHR and plan run in this process, so
+//! their cost is not the app's. Each flow is what a clinician's browser does over HTTP, from its own loopback address
 //! (127.0.1.x, as clinicians have their own): launch from the sandbox EHR's patient list
 //! (redirects through its authorization server and back), ask the plan, load the history for
 //! review, add the preselected items to the chart.
 //!
 //! First a baseline of flows one at a time, then `N` at once (default 200). Prints errors
 //! (must be 0), the flows' latency percentiles, the p99 added over the baseline median, and
-//! the server process's CPU time per flow (its sandbox included).
+//! the server process's CPU time per flow (the app's alone).
 //!
 //! `cargo bench -p server --bench load` (optionally `-- 200` for the number of flows).
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod shared;
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr};
@@ -40,13 +42,19 @@ async fn main() {
     let data = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let patients_in_sandbox = 2 * flows.max(BASELINE_FLOWS);
+    // The sandbox EHR and plan run in this process: the server's process is the app alone.
+    let mut args = sandbox::member_history::SandboxArgs::for_tests();
+    args.sandbox_patients = patients_in_sandbox;
+    let public_url = url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+    let (sandbox, config) = shared::sandbox_for_app(&args, &public_url, data.path()).await;
+    let ehr = sandbox.ehr_url().trim_end_matches('/').to_owned();
     let mut child = Command::new("bash")
         .arg("-c")
         .arg(r#"ulimit -n 1024 && exec "$0" "$@""#)
         .arg(env!("CARGO_BIN_EXE_server"))
+        .arg("--config")
+        .arg(&config)
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--sandbox-ehr-port", "0", "--sandbox-plan-port", "0"])
-        .args(["--sandbox-patients", &patients_in_sandbox.to_string()])
         .arg("--data-dir")
         .arg(data.path())
         .arg("--dist-dir")
@@ -58,13 +66,10 @@ async fn main() {
     let pid = child.id();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let server = ServerProcess(child);
-    let ehr = stdout
+    stdout
         .by_ref()
         .map_while(Result::ok)
-        .find_map(|line| {
-            line.strip_prefix("Open the sandbox EHR to launch it: ")
-                .map(|url| url.trim_end_matches('/').to_owned())
-        })
+        .find(|line| line.starts_with("Member History is running at"))
         .expect("the server did not start");
     // The server keeps writing (its log); a closed pipe would stop it.
     std::thread::spawn(move || stdout.for_each(drop));
@@ -156,7 +161,7 @@ async fn main() {
         pct(0.99).as_secs_f64() / baseline_median.as_secs_f64()
     );
     println!(
-        "server process CPU per flow (its sandbox EHR and plan included): {:.1} ms",
+        "server process CPU per flow (the app alone; the sandbox runs elsewhere): {:.1} ms",
         cpu.as_secs_f64() * 1000.0 / flows as f64
     );
     assert!(errors.is_empty(), "{} flows failed", errors.len());

@@ -8,12 +8,12 @@
 
 #[path = "../tests/all/common/browser.rs"]
 mod browser;
+mod shared;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use browser::Browser;
-use server::cli::Cli;
 
 /// The allocator the server binary uses.
 #[global_allocator]
@@ -25,11 +25,11 @@ async fn main() {
     let dist = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist");
     assert!(dist.join("index.html").exists(), "build the app first: trunk build --release");
     let data = tempfile::tempdir().unwrap();
-    let mut cli = Cli::for_tests(data.path().to_owned(), dist);
-    cli.sandbox_history_size = 10_000;
-    cli.sandbox_patients = 2;
-    let running = server::startup::start(cli).await.unwrap();
-    let sandbox = running.sandbox.as_ref().unwrap();
+    let mut args = sandbox::member_history::SandboxArgs::for_tests();
+    args.sandbox_history_size = 10_000;
+    args.sandbox_patients = 2;
+    let (_running, sandbox) = shared::app_with_sandbox(&args, data.path(), dist).await;
+    let sandbox = &sandbox;
 
     let mut interactive = Vec::new();
     let mut payloads = Vec::new();

@@ -1,7 +1,7 @@
 //! Member History's server: thin axum glue around `service`.
 //!
 //! - [`router`] builds every route from a [`ServerState`], so tests drive it without a socket.
-//! - [`startup`] reads configuration (or starts the embedded sandbox) and serves.
+//! - [`startup`] reads the configuration file and serves.
 
 pub mod cli;
 pub mod edge;

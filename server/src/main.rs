@@ -1,4 +1,4 @@
-//! `server`: runs Member History (with the embedded sandbox when no configuration is given).
+//! `server`: runs Member History on its configuration file (`--config`).
 
 use clap::Parser;
 use server::cli::Cli;
@@ -28,15 +28,7 @@ async fn main() -> std::process::ExitCode {
 /// closed standard output (a supervisor that stopped reading) must not stop the server.
 fn announce(running: &server::startup::Running) {
     use std::io::Write;
-    let mut text = format!("\nMember History is running at {}\n", running.url);
-    if let Some(sandbox) = &running.sandbox {
-        text.push_str(&format!("Open the sandbox EHR to launch it: {}/\n", sandbox.ehr_url()));
-        text.push_str(&format!(
-            "Sandbox health plan (CDS Hooks and FHIR API): {}/\n",
-            sandbox.plan_url()
-        ));
-    }
-    text.push_str("Press Ctrl-C to stop.\n");
+    let text = format!("\nMember History is running at {}\nPress Ctrl-C to stop.\n", running.url);
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }

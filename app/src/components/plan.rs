@@ -1,8 +1,8 @@
 //! The plan part of the review page: which plan, asking it, its cards, feedback.
 
 use api::{
-    ApiError, CardFeedback, CardView, Identification, LaunchKind, LinkKind, MemberIdSource,
-    PayerSummary, PlanAnswer, PlanStatus,
+    ApiError, CardFeedback, CardView, Identification, LaunchKind, LinkKind, MemberId,
+    MemberIdSource, PayerId, PayerSummary, PlanAnswer, PlanStatus,
 };
 use leptos::prelude::*;
 
@@ -11,12 +11,13 @@ use crate::server_fns::{card_feedback, load_plan_status, request_plan_history};
 /// What the clinician asked for: a plan and a typed member id, or neither (use the coverage).
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Ask {
-    payer: Option<String>,
-    member_id: Option<String>,
+    payer: Option<PayerId>,
+    member_id: Option<MemberId>,
 }
 
 #[component]
-pub fn PlanPanel(launch: String, launch_kind: LaunchKind) -> impl IntoView {
+pub fn PlanPanel(launch_kind: LaunchKind) -> impl IntoView {
+    let launch = crate::launch_id();
     let status = {
         let launch = launch.clone();
         LocalResource::new(move || load_plan_status(launch.clone()))
@@ -24,7 +25,11 @@ pub fn PlanPanel(launch: String, launch_kind: LaunchKind) -> impl IntoView {
     let ask = {
         let launch = launch.clone();
         Action::new_local(move |input: &Ask| {
-            request_plan_history(launch.clone(), input.payer.clone(), input.member_id.clone())
+            request_plan_history(
+                launch.clone(),
+                input.payer.clone(),
+                input.member_id.as_ref().map(|m| m.to_string()),
+            )
         })
     };
     // After an EHR launch the plan is asked straight away; a standalone launch waits for the button.
@@ -40,30 +45,22 @@ pub fn PlanPanel(launch: String, launch_kind: LaunchKind) -> impl IntoView {
             }
         }
     });
-    let launch_for_view = launch.clone();
     view! {
         <section class="plan" aria-labelledby="plan-heading" aria-live="polite">
             <Suspense fallback=|| view! { <p class="loading" aria-busy="true">"Checking the patient's coverage…"</p> }>
-                {move || {
-                    let launch = launch_for_view.clone();
-                    Suspend::new(async move {
-                        match status.await {
-                            Ok(s) => view! { <PlanBody status=s ask launch /> }.into_any(),
-                            Err(e) => view! { <p class="error" role="alert">{e.message}</p> }.into_any(),
-                        }
-                    })
-                }}
+                {move || Suspend::new(async move {
+                    match status.await {
+                        Ok(s) => view! { <PlanBody status=s ask /> }.into_any(),
+                        Err(e) => view! { <p class="error" role="alert">{e.message}</p> }.into_any(),
+                    }
+                })}
             </Suspense>
         </section>
     }
 }
 
 #[component]
-fn PlanBody(
-    status: PlanStatus,
-    ask: Action<Ask, Result<PlanAnswer, ApiError>>,
-    launch: String,
-) -> impl IntoView {
+fn PlanBody(status: PlanStatus, ask: Action<Ask, Result<PlanAnswer, ApiError>>) -> impl IntoView {
     let identification = status.identification.clone();
     let initial = status.answer.clone();
     let payer_name = match &identification {
@@ -114,10 +111,9 @@ fn PlanBody(
             </p>
         })}
         {
-            let launch = launch.clone();
             let payers = payers.clone();
             move || match answer.get() {
-                Some(Ok(answer)) => view! { <Answer answer launch=launch.clone() payers=payers.clone() ask typed_allowed /> }.into_any(),
+                Some(Ok(answer)) => view! { <Answer answer payers=payers.clone() ask typed_allowed /> }.into_any(),
                 Some(Err(e)) => view! {
                     <div class="plan-error" role="alert" data-testid="plan-error">
                         <p>{e.message.clone()}</p>
@@ -175,12 +171,16 @@ fn MemberIdForm(
     let first = payers.first().map(|p| p.id.clone()).unwrap_or_default();
     let payer = RwSignal::new(first);
     let member_id = RwSignal::new(String::new());
+    // Checked here as the server checks it, so the clinician reads why before anything is sent.
+    let invalid =
+        move || MemberId::parse(&member_id.get()).err().filter(|_| !member_id.get().is_empty());
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        ask.dispatch(Ask {
-            payer: Some(payer.get_untracked()),
-            member_id: Some(member_id.get_untracked()),
-        });
+        if let (Ok(payer), Ok(member)) =
+            (PayerId::parse(&payer.get_untracked()), MemberId::parse(&member_id.get_untracked()))
+        {
+            ask.dispatch(Ask { payer: Some(payer), member_id: Some(member) });
+        }
     };
     view! {
         <form class="member-id-form" on:submit=submit data-testid="member-id-form">
@@ -193,7 +193,8 @@ fn MemberIdForm(
                 <input type="text" name="member_id" required autocomplete="off" maxlength="64"
                     prop:value=move || member_id.get() on:input=move |ev| member_id.set(event_target_value(&ev)) />
             </label>
-            <button class="button" type="submit" disabled=move || ask.pending().get()>"Ask the plan"</button>
+            {move || invalid().map(|e| view! { <p class="error" role="alert" data-testid="member-id-invalid">{e.to_string()}</p> })}
+            <button class="button" type="submit" disabled=move || ask.pending().get() || invalid().is_some()>"Ask the plan"</button>
         </form>
     }
 }
@@ -201,7 +202,6 @@ fn MemberIdForm(
 #[component]
 fn Answer(
     answer: PlanAnswer,
-    launch: String,
     payers: Vec<PayerSummary>,
     ask: Action<Ask, Result<PlanAnswer, ApiError>>,
     typed_allowed: bool,
@@ -227,7 +227,7 @@ fn Answer(
             })}
             {answer.data_problem.clone().map(|p| view! { <p class="error" role="alert" data-testid="plan-data-problem">{p}</p> })}
             <ul class="cards">
-                {answer.cards.into_iter().map(|card| view! { <Card card launch=launch.clone() /> }).collect_view()}
+                {answer.cards.into_iter().map(|card| view! { <Card card /> }).collect_view()}
             </ul>
             {(!answer.notes.is_empty()).then(|| view! {
                 <details class="notes" data-testid="plan-notes">
@@ -237,7 +237,7 @@ fn Answer(
             })}
             {not_matched.then(|| view! { <MemberIdForm payers ask /> })}
         </div>
-        {answer.member.is_some().then(|| view! { <crate::components::HistoryReview launch=launch.clone() /> })}
+        {answer.member.is_some().then(|| view! { <crate::components::HistoryReview /> })}
     }
     .into_any()
 }
@@ -261,29 +261,38 @@ fn MemberMismatch(
 }
 
 #[component]
-fn Card(card: CardView, launch: String) -> impl IntoView {
-    let feedback = RwSignal::new(card.feedback.clone());
-    let error = RwSignal::new(None::<String>);
+fn Card(card: CardView) -> impl IntoView {
     let dismissing = RwSignal::new(false);
     let reason =
         RwSignal::new(card.override_reasons.first().map(|r| r.code.clone()).unwrap_or_default());
     let comment = RwSignal::new(String::new());
     let index = card.index;
     let send = {
-        let launch = launch.clone();
+        let launch = crate::launch_id();
         Action::new_local(move |input: &(Option<String>, Option<String>, Option<String>)| {
-            card_feedback(launch.clone(), index, input.0.clone(), input.1.clone(), input.2.clone())
+            let sent = card_feedback(
+                launch.clone(),
+                index,
+                input.0.clone(),
+                input.1.clone(),
+                input.2.clone(),
+            );
+            async move {
+                let answer = sent.await;
+                if answer.is_ok() {
+                    dismissing.set(false);
+                }
+                answer
+            }
         })
     };
-    Effect::new(move |_| match send.value().get() {
-        Some(Ok(view)) => {
-            feedback.set(view.feedback);
-            error.set(None);
-            dismissing.set(false);
-        }
-        Some(Err(e)) => error.set(Some(e.message)),
-        None => {}
-    });
+    // What the plan recorded: the latest answer to this page's feedback, else what it had.
+    let recorded = card.feedback.clone();
+    let feedback = move || match send.value().get() {
+        Some(Ok(view)) => view.feedback,
+        _ => recorded.clone(),
+    };
+    let error = move || send.value().get().and_then(Result::err).map(|e| e.message);
     let indicator = card.indicator;
     let suggestions = card.suggestions.clone();
     let reasons = card.override_reasons.clone();
@@ -311,7 +320,7 @@ fn Card(card: CardView, launch: String) -> impl IntoView {
                     }).collect_view()}
                 </ul>
             })}
-            {move || match feedback.get() {
+            {move || match feedback() {
                 Some(CardFeedback::Accepted { suggestion }) => view! { <p class="feedback done" data-testid="card-feedback">{format!("Accepted: {suggestion}. The plan has been told.")}</p> }.into_any(),
                 Some(CardFeedback::Dismissed { reason }) => view! {
                     <p class="feedback done" data-testid="card-feedback">{format!("Dismissed{}. The plan has been told.", reason.map(|r| format!(" ({r})")).unwrap_or_default())}</p>
@@ -359,7 +368,7 @@ fn Card(card: CardView, launch: String) -> impl IntoView {
                     }.into_any()
                 }
             }}
-            {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            {move || error().map(|e| view! { <p class="error" role="alert">{e}</p> })}
         </li>
     }
 }

@@ -7,19 +7,21 @@ use leptos::prelude::*;
 use crate::server_fns::{add_to_chart, load_write_preview};
 
 #[component]
-pub fn WriteConfirm(
-    launch: String,
-    on_written: Callback<WriteResult>,
-    on_cancel: Callback<()>,
-) -> impl IntoView {
+pub fn WriteConfirm(on_written: Callback<WriteResult>, on_cancel: Callback<()>) -> impl IntoView {
+    let launch = crate::launch_id();
     let preview = {
         let launch = launch.clone();
         LocalResource::new(move || load_write_preview(launch.clone()))
     };
-    let write = Action::new_local(move |_: &()| add_to_chart(launch.clone()));
-    Effect::new(move |_| {
-        if let Some(Ok(result)) = write.value().get() {
-            on_written.run(result);
+    // The outcome goes to the page as the write completes (no effect watching the value).
+    let write = Action::new_local(move |_: &()| {
+        let launch = launch.clone();
+        async move {
+            let result = add_to_chart(launch).await;
+            if let Ok(written) = &result {
+                on_written.run(written.clone());
+            }
+            result
         }
     });
     crate::dom::focus_after_paint("write-confirm-button".into());

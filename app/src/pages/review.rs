@@ -1,4 +1,4 @@
-use api::{ErrorCode, LaunchErrorCode, ReviewContext};
+use api::{ErrorCode, LaunchErrorCode, LaunchId, ReviewContext};
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
@@ -10,8 +10,13 @@ use crate::server_fns::load_review_context;
 #[component]
 pub fn ReviewPage() -> impl IntoView {
     let params = use_params_map();
-    let launch = move || params.read().get("launch").unwrap_or_default();
-    let context = LocalResource::new(move || load_review_context(launch()));
+    // Not a launch id at all (a mangled URL): nothing to open, as for an expired launch.
+    let Ok(launch) = LaunchId::parse(&params.read_untracked().get("launch").unwrap_or_default())
+    else {
+        return view! { <LaunchErrorPage code=LaunchErrorCode::SessionExpired /> }.into_any();
+    };
+    provide_context(launch.clone());
+    let context = LocalResource::new(move || load_review_context(launch.clone()));
     view! {
         <Suspense fallback=|| view! { <p class="loading" aria-busy="true">"Opening the patient's record…"</p> }>
             {move || Suspend::new(async move {
@@ -31,6 +36,7 @@ pub fn ReviewPage() -> impl IntoView {
             })}
         </Suspense>
     }
+    .into_any()
 }
 
 #[component]
@@ -46,6 +52,6 @@ fn Review(ctx: ReviewContext) -> impl IntoView {
             {user.map(|u| view! { <span class="user" data-testid="user-name">{u.name}</span> })}
         </header>
         {ctx.need_patient_banner.then(|| view! { <PatientBanner patient=ctx.patient.clone() /> })}
-        <PlanPanel launch=ctx.launch_id.clone() launch_kind=ctx.launch_kind />
+        <PlanPanel launch_kind=ctx.launch_kind />
     }
 }

@@ -4,6 +4,7 @@
 //! launched patient and never a token. Compiled for both the server and the WASM app.
 
 pub mod history;
+pub mod ids;
 pub mod launch_error;
 pub mod plan;
 pub mod write;
@@ -11,6 +12,7 @@ pub mod write;
 use serde::{Deserialize, Serialize};
 
 pub use history::*;
+pub use ids::{InvalidId, LaunchId, MemberId, PayerId};
 pub use launch_error::LaunchErrorCode;
 pub use plan::*;
 pub use write::*;
@@ -128,6 +130,12 @@ pub struct ApiError {
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self { code, message: message.into() }
+    }
+}
+
+impl From<InvalidId> for ApiError {
+    fn from(e: InvalidId) -> Self {
+        ApiError::new(ErrorCode::BadRequest, e.to_string())
     }
 }
 

@@ -91,8 +91,8 @@ impl Default for CdsLimits {
     }
 }
 
-/// What went wrong talking to a CDS service. `Display` is for logs; [`CdsError::user_message`]
-/// is what a clinician reads.
+/// What went wrong talking to a CDS service. `Display` is for logs; the app that uses the
+/// client says it in its own words (Member History: `service::error::hook_message`).
 #[derive(Debug, thiserror::Error)]
 pub enum CdsError {
     #[error("no answer within {0:?}")]
@@ -115,31 +115,6 @@ pub enum CdsError {
     NoService(String),
     #[error("could not sign the request: {0}")]
     Signing(#[from] jose::JoseError),
-}
-
-impl CdsError {
-    /// A sentence naming the plan, saying what happened and what to do.
-    pub fn user_message(&self, plan: &str) -> String {
-        match self {
-            CdsError::Timeout(d) => format!("{plan} did not answer within {} seconds. Try again in a moment.", d.as_secs()),
-            CdsError::Unreachable(_) => format!("{plan} could not be reached. Check the connection and try again."),
-            CdsError::Refused(_) => format!(
-                "{plan} did not accept Member History's credentials. Ask your administrator to check the plan's registration of Member History."
-            ),
-            CdsError::PreconditionFailed => {
-                format!("{plan} could not get the data it needs about this patient. Check the patient's coverage and try again.")
-            }
-            CdsError::Status(code) if *code >= 500 => {
-                format!("{plan} had a problem answering (HTTP {code}). Try again later.")
-            }
-            CdsError::Status(code) => format!("{plan} refused the request (HTTP {code}). Ask your administrator to check the plan's settings."),
-            CdsError::TooLarge(_) => format!("{plan} sent an answer too large to show safely. Tell your administrator."),
-            CdsError::NotJson(ct) => format!("{plan} sent an answer Member History cannot read (it was {ct}, not JSON). Tell your administrator."),
-            CdsError::Malformed(what) => format!("{plan} sent an answer Member History cannot read: {what}. Tell your administrator."),
-            CdsError::NoService(hook) => format!("{plan} does not offer a {hook} service. Ask your administrator to check the plan's settings."),
-            CdsError::Signing(_) => "Member History could not sign its request. Tell your administrator.".into(),
-        }
-    }
 }
 
 /// A hook answer after checking.

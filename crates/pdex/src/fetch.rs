@@ -97,36 +97,63 @@ pub async fn fetch_history(
         options.types.clone()
     };
     if supports_everything(capability) {
-        let mut params: Vec<(&str, String)> = vec![("_count", options.page_size.to_string())];
-        if let Some(since) = &options.since {
-            params.push(("_since", since.clone()));
-        }
-        if let Some(start) = &options.start {
-            params.push(("start", start.clone()));
-        }
-        if let Some(end) = &options.end {
-            params.push(("end", end.clone()));
-        }
-        // The Patient, the people and places the history refers to, and the plan's
-        // Provenance (carried into the chart with what it covers) come too.
-        let mut with_context = types.clone();
-        with_context.extend(
-            ["Patient", "Organization", "Practitioner", "Medication", "Location", "Provenance"]
-                .map(str::to_owned),
-        );
-        params.push(("_type", with_context.join(",")));
-        let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let (pages, truncated) = pages(
-            client,
-            token,
-            &format!("Patient/{patient}/$everything"),
-            &borrowed,
-            options.max_pages,
-        )
-        .await?;
-        return Ok(Fetched { pages, used_everything: true, skipped_types: Vec::new(), truncated });
+        everything(Source { client, token, patient }, &types, options).await
+    } else {
+        per_type(Source { client, token, patient }, &types, options).await
     }
-    // No $everything: one search per type, a few side by side.
+}
+
+/// Whose history, from which server, with which token.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    client: &'a FhirClient,
+    token: Option<&'a str>,
+    patient: &'a str,
+}
+
+/// `Patient/{id}/$everything`, with `_type` always explicit (servers differ on the default).
+async fn everything(
+    Source { client, token, patient }: Source<'_>,
+    types: &[String],
+    options: &FetchOptions,
+) -> Result<Fetched, FetchError> {
+    let mut params: Vec<(&str, String)> = vec![("_count", options.page_size.to_string())];
+    if let Some(since) = &options.since {
+        params.push(("_since", since.clone()));
+    }
+    if let Some(start) = &options.start {
+        params.push(("start", start.clone()));
+    }
+    if let Some(end) = &options.end {
+        params.push(("end", end.clone()));
+    }
+    // The Patient, the people and places the history refers to, and the plan's
+    // Provenance (carried into the chart with what it covers) come too.
+    let mut with_context = types.to_vec();
+    with_context.extend(
+        ["Patient", "Organization", "Practitioner", "Medication", "Location", "Provenance"]
+            .map(str::to_owned),
+    );
+    params.push(("_type", with_context.join(",")));
+    let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (pages, truncated) = pages(
+        client,
+        token,
+        &format!("Patient/{patient}/$everything"),
+        &borrowed,
+        options.max_pages,
+    )
+    .await?;
+    Ok(Fetched { pages, used_everything: true, skipped_types: Vec::new(), truncated })
+}
+
+/// No `$everything`: one search per type, a few side by side; a type the server refuses is
+/// skipped and said.
+async fn per_type(
+    Source { client, token, patient }: Source<'_>,
+    types: &[String],
+    options: &FetchOptions,
+) -> Result<Fetched, FetchError> {
     let searches = types.iter().map(|resource_type| {
         let mut params: Vec<(&str, String)> =
             vec![("patient", patient.to_owned()), ("_count", options.page_size.to_string())];

@@ -371,23 +371,59 @@ fn item(
     };
     let concept = concept.as_deref();
     let mut codes = code_list(concept);
-    let mut display = concept.and_then(concept_text);
-    let mut detail = None;
-
-    let organization_ref = first_reference(
+    let (organization, practitioner) = parties(directory, r);
+    let source = organization.as_ref().or(practitioner.as_ref()).and_then(|p| p.name.clone());
+    let (display, detail) = describe(
+        &resource_type,
         r,
-        &[
-            "serviceProvider",
-            "provider",
-            "performer.onBehalfOf",
-            "performer.actor",
-            "performer",
-            "requester",
-            "asserter",
-            "recorder",
-        ],
+        concept.and_then(concept_text),
+        organization.as_ref().and_then(|o| o.name.clone()),
+        source,
+        &mut codes,
     );
-    let mut organization = organization_ref.map(|reference| directory.party(r, reference));
+    let sensitive = sensitive::assess(r, &codes);
+    HistoryItem {
+        key,
+        resource_type,
+        category,
+        display,
+        detail,
+        codes,
+        when,
+        status: status_of(r),
+        organization,
+        practitioner,
+        sensitive,
+        duplicate_of: None,
+        identifiers: identifiers(r),
+        resource,
+        provenance: Vec::new(),
+    }
+}
+
+/// Who the item is from: the organisation and the practitioner, by the first of the
+/// reference fields each kind uses (an encounter's provider when the item names none).
+fn parties(directory: &Directory, r: &Value) -> (Option<Arc<Party>>, Option<Arc<Party>>) {
+    const ORGANIZATION: &[&str] = &[
+        "serviceProvider",
+        "provider",
+        "performer.onBehalfOf",
+        "performer.actor",
+        "performer",
+        "requester",
+        "asserter",
+        "recorder",
+    ];
+    const PRACTITIONER: &[&str] = &[
+        "participant.individual",
+        "performer.actor",
+        "performer",
+        "requester",
+        "asserter",
+        "recorder",
+        "careTeam.provider",
+    ];
+    let mut organization = first_reference(r, ORGANIZATION).map(|x| directory.party(r, x));
     // A practitioner in the provider slot is the practitioner, not the organisation.
     let mut practitioner = None;
     if organization
@@ -407,27 +443,29 @@ fn item(
         }
     }
     if practitioner.is_none() {
-        practitioner = first_reference(
-            r,
-            &[
-                "participant.individual",
-                "performer.actor",
-                "performer",
-                "requester",
-                "asserter",
-                "recorder",
-                "careTeam.provider",
-            ],
-        )
-        .map(|reference| directory.party(r, reference))
-        .filter(|p| {
-            p.reference
-                .as_deref()
-                .is_none_or(|x| x.starts_with("Practitioner") || x.starts_with("PractitionerRole"))
-        });
+        practitioner = first_reference(r, PRACTITIONER)
+            .map(|reference| directory.party(r, reference))
+            .filter(|p| {
+                p.reference.as_deref().is_none_or(|x| {
+                    x.starts_with("Practitioner") || x.starts_with("PractitionerRole")
+                })
+            });
     }
+    (organization, practitioner)
+}
 
-    match resource_type.as_str() {
+/// The row's words: what it is (`display`, from its code unless the kind says better) and a
+/// detail line; a claim also adds its service's codes.
+fn describe(
+    resource_type: &str,
+    r: &Value,
+    mut display: Option<String>,
+    organization: Option<String>,
+    source: Option<String>,
+    codes: &mut Vec<Code>,
+) -> (String, Option<String>) {
+    let mut detail = None;
+    match resource_type {
         "Encounter" => {
             let class = r
                 .pointer("/class/display")
@@ -441,7 +479,7 @@ fn item(
                     .and_then(concept_text)
                     .or_else(|| class.map(|c| format!("{c} encounter")));
             }
-            detail = organization.as_ref().and_then(|o| o.name.clone());
+            detail = organization;
         }
         "Observation" => detail = observation_value(r),
         "MedicationDispense" => {
@@ -478,33 +516,12 @@ fn item(
                     a.get("currency").and_then(Value::as_str).unwrap_or("")
                 )
             });
-            detail = match (
-                organization.as_ref().or(practitioner.as_ref()).and_then(|p| p.name.clone()),
-                total,
-            ) {
+            detail = match (source, total) {
                 (Some(p), Some(t)) => Some(format!("{p} · {}", t.trim())),
                 (p, t) => p.or(t.map(|t| t.trim().to_owned())),
             };
         }
         _ => {}
     }
-    let display = display.unwrap_or_else(|| format!("{resource_type} (no description)"));
-    let sensitive = sensitive::assess(r, &codes);
-    HistoryItem {
-        key,
-        resource_type,
-        category,
-        display,
-        detail,
-        codes,
-        when,
-        status: status_of(r),
-        organization,
-        practitioner,
-        sensitive,
-        duplicate_of: None,
-        identifiers: identifiers(r),
-        resource,
-        provenance: Vec::new(),
-    }
+    (display.unwrap_or_else(|| format!("{resource_type} (no description)")), detail)
 }

@@ -419,7 +419,8 @@ impl AuthServer {
     }
 
     /// Checks an authorize request. Client and redirect URI problems are pages; the rest go
-    /// back to the client as OAuth errors.
+    /// back to the client as OAuth errors. Long on purpose: the checks in the order RFC 6749
+    /// §4.1.2.1 and SMART give them (which ones may redirect depends on it).
     pub fn authorize(&self, p: &AuthorizeParams) -> Result<AuthorizeOutcome, AuthorizeError> {
         let client_id = p.client_id.as_deref().unwrap_or_default();
         let Some(client) = self.client(client_id) else {
@@ -629,6 +630,8 @@ impl AuthServer {
         result
     }
 
+    // Long on purpose: the token endpoint's checks for every grant (RFC 6749 §4-6, SMART's
+    // PKCE and Backend Services rules) read top to bottom in the order a strict server makes them.
     async fn token_inner(&self, headers: &HeaderMap, p: &TokenParams) -> Result<Value, TokenError> {
         let (client_id, asymmetric) = self.authenticate_client(headers, p).await?;
         let now = jose::now();
@@ -753,6 +756,8 @@ impl AuthServer {
         }
     }
 
+    // Long on purpose: one token response with every SMART launch context field, each
+    // one visible where it is decided.
     fn issue_tokens(
         &self,
         client_id: &str,

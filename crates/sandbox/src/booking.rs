@@ -126,7 +126,8 @@ pub struct BookForm {
     reason: Option<String>,
 }
 
-/// Books (in the EHR's mind), calls the plan's hook, and shows the cards.
+/// Books (in the EHR's mind), calls the plan's hook, and shows the cards. Long on purpose:
+/// the request is built as a real EHR builds it (context, prefetch, member extension), in order.
 pub async fn book(State(page): State<Arc<BookingPage>>, Form(form): Form<BookForm>) -> Response {
     let (ehr, booking) = (&page.ehr, &page.booking);
     let Some(person) = ehr.person(&form.patient) else {
@@ -181,7 +182,7 @@ pub async fn book(State(page): State<Arc<BookingPage>>, Form(form): Form<BookFor
         Err(e) => {
             return pages::message_page(
                 "The plan did not answer",
-                &e.user_message(synthetic::PLAN_NAME),
+                &format!("{} could not be asked: {e}.", synthetic::PLAN_NAME),
             )
             .into_response()
         }

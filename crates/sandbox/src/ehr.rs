@@ -19,46 +19,25 @@ use crate::pages;
 use crate::store::FhirStore;
 use crate::synthetic::{self, CoverageKind, Person};
 
-/// The resource types the EHR's FHIR API serves.
-pub const EHR_RESOURCE_TYPES: &[&str] = &[
-    "Patient",
-    "Practitioner",
-    "PractitionerRole",
-    "Organization",
-    "Coverage",
-    "Encounter",
-    "Condition",
-    "Procedure",
-    "Observation",
-    "DiagnosticReport",
-    "MedicationDispense",
-    "MedicationRequest",
-    "MedicationStatement",
-    "Immunization",
-    "AllergyIntolerance",
-    "ExplanationOfBenefit",
-    "Claim",
-    "Provenance",
-    "DocumentReference",
-    "Appointment",
-];
+/// The resource types the EHR's FHIR API serves: every kind of history (`pdex::kinds`, the
+/// one table), and what a chart holds around it.
+pub fn ehr_resource_types() -> Vec<&'static str> {
+    let mut types = vec!["Patient", "Practitioner", "PractitionerRole", "Organization", "Coverage"];
+    types.extend(pdex::model::history_resource_types());
+    types.extend(["Provenance", "DocumentReference", "Appointment"]);
+    types
+}
 
-/// What the sandbox EHR accepts for writing unless configured otherwise.
-pub const DEFAULT_WRITABLE: &[&str] = &[
-    "Encounter",
-    "Condition",
-    "Procedure",
-    "Observation",
-    "DiagnosticReport",
-    "MedicationDispense",
-    "MedicationRequest",
-    "MedicationStatement",
-    "Immunization",
-    "AllergyIntolerance",
-    "Organization",
-    "Provenance",
-    "DocumentReference",
-];
+/// What the sandbox EHR accepts for writing unless configured otherwise: every kind of
+/// history, and what comes with a write (the Organization, Provenance, the document).
+pub fn default_writable() -> Vec<String> {
+    pdex::model::history_resource_types()
+        .into_iter()
+        .filter(|t| !matches!(*t, "ExplanationOfBenefit" | "Claim"))
+        .chain(["Organization", "Provenance", "DocumentReference"])
+        .map(str::to_owned)
+        .collect()
+}
 
 #[derive(Debug)]
 pub struct Ehr {

@@ -205,6 +205,8 @@ impl<'a> HistoryBuilder<'a> {
         self.out
     }
 
+    // Long on purpose: one encounter's resources (claim, conditions, labs, medications, their
+    // Provenance) are made in one place so their cross-references visibly agree.
     fn encounter(&mut self, days_ago: i64, size: usize) {
         // Five years of history; long histories revisit the same days.
         let date = date_string(days_ago % 1825);

@@ -1,6 +1,7 @@
-//! The embedded sandbox: a simulated EHR (SMART App Launch 2.2 authorization server, FHIR R4
-//! chart, launcher page) and a simulated health plan, each on its own loopback port, with
-//! deterministic synthetic patients. The demo and every end-to-end test run against it.
+//! The sandbox: a simulated EHR (SMART App Launch 2.2 authorization server, FHIR R4 chart,
+//! launcher page) and a simulated health plan, each on its own loopback port, with
+//! deterministic synthetic patients. It runs in its own process (the `sandbox` binary) or in
+//! a test's, never in the app's. The demo and every end-to-end test run against it.
 
 pub mod auth;
 pub mod booking;
@@ -8,6 +9,7 @@ pub mod cds_trust;
 pub mod ehr;
 pub mod fhir_api;
 pub mod history;
+pub mod member_history;
 pub mod pages;
 pub mod plan;
 pub mod search;
@@ -50,7 +52,7 @@ pub struct SandboxConfig {
     /// Lifetime of the plan's access tokens, in seconds.
     pub plan_token_ttl_secs: u64,
     /// Resource types the EHR accepts for writing (create with conditional create); `None`
-    /// means [`ehr::DEFAULT_WRITABLE`].
+    /// means [`ehr::default_writable`].
     pub ehr_writable: Option<Vec<String>>,
     /// Whether the EHR accepts transactions.
     pub ehr_transactions: bool,
@@ -129,12 +131,44 @@ impl Sandbox {
         let plan_base = base_url(&plan_listener, config.host, config.plan_port)?;
         let http = fhir::http::client(&fhir::http::HttpLimits::default())?;
         let people = synthetic::population(config.seed, config.patients);
+        let ehr_key = jose::SigningKey::generate_es384()?;
+        let plan = Self::plan(&config, &people, &plan_base, &ehr_base, &ehr_key, &http)?;
+        let (ehr, ehr_fhir_base) = Self::ehr(&config, people, ehr_base.clone(), &ehr_key, http)?;
+        let identity = cds_hooks::ClientIdentity {
+            key: Arc::new(ehr_key),
+            issuer: ehr_base.clone(),
+            jku: format!("{ehr_base}/auth/jwks"),
+            tenant: None,
+        };
+        let booking = booking::Booking::new(
+            cds_hooks::CdsClient::new(identity, cds_hooks::CdsLimits::default())?,
+            Url::parse(&plan_base).map_err(|e| SandboxError::Url(e.to_string()))?,
+        );
+        let ehr = Arc::new(ehr);
+        // The EHR as a CDS client of the plan: its "Book appointment" pages.
+        let booking = Arc::new(booking::BookingPage { ehr: ehr.clone(), booking });
+        let tasks = vec![
+            serve(ehr_listener, ehr::router(ehr.clone()).merge(booking::router(booking))),
+            serve(plan_listener, plan::router(plan.clone())),
+        ];
+        tracing::info!(ehr = %ehr.base_url, plan = %plan.base_url, "sandbox started");
+        Ok(Self { ehr, plan, ehr_fhir_base, tasks })
+    }
 
-        // The plan.
-        let mut members = plan::members(&people);
+    /// The simulated plan: its members' histories, its authorization server (Backend
+    /// Services), and whom it trusts as CDS clients (the configured apps and this EHR).
+    fn plan(
+        config: &SandboxConfig,
+        people: &[synthetic::Person],
+        plan_base: &str,
+        ehr_base: &str,
+        ehr_key: &jose::SigningKey,
+        http: &reqwest::Client,
+    ) -> Result<Arc<Plan>, SandboxError> {
+        let mut members = plan::members(people);
         let plan_store = Arc::new(store::FhirStore::new());
         plan_store.put_all(plan::plan_resources(
-            &people,
+            people,
             &members,
             config.history_size,
             config.seed,
@@ -143,16 +177,15 @@ impl Sandbox {
             m.records = plan_store.compartment(&m.patient_id).len();
         }
         let plan_auth = auth::AuthServer::new(
-            &plan_base,
+            plan_base,
             jose::SigningKey::generate_es384()?,
             config.clients.clone(),
             config.plan_token_ttl_secs,
             http.clone(),
         );
-        let ehr_key = jose::SigningKey::generate_es384()?;
         let mut trusted = config.cds_clients.clone();
         trusted.push(CdsClientTrust {
-            issuer: ehr_base.clone(),
+            issuer: ehr_base.to_owned(),
             jku: format!("{ehr_base}/auth/jwks"),
             jwks: Some(ehr_key.jwks()),
         });
@@ -169,7 +202,7 @@ impl Sandbox {
                 default_page_size: 200,
                 writes: Arc::default(),
             },
-            base_url: plan_base.clone(),
+            base_url: plan_base.to_owned(),
             fhir_base: plan_fhir_base,
             store: plan_store,
             members,
@@ -180,7 +213,18 @@ impl Sandbox {
             received: std::sync::Mutex::default(),
         });
 
-        // The EHR.
+        Ok(plan)
+    }
+
+    /// The simulated EHR (authorization server, chart, FHIR API) as `config` shapes it, and
+    /// its FHIR base.
+    fn ehr(
+        config: &SandboxConfig,
+        people: Vec<synthetic::Person>,
+        ehr_base: String,
+        ehr_key: &jose::SigningKey,
+        http: reqwest::Client,
+    ) -> Result<(Ehr, Url), SandboxError> {
         let store = Arc::new(store::FhirStore::new());
         store.put_all(synthetic::ehr_resources(&people))?;
         let mut auth = auth::AuthServer::new(
@@ -201,7 +245,7 @@ impl Sandbox {
             writable: config
                 .ehr_writable
                 .clone()
-                .unwrap_or_else(|| ehr::DEFAULT_WRITABLE.iter().map(|t| (*t).to_owned()).collect())
+                .unwrap_or_else(ehr::default_writable)
                 .into_iter()
                 .collect(),
             transactions: config.ehr_transactions,
@@ -217,32 +261,14 @@ impl Sandbox {
             capability: Arc::new(std::sync::RwLock::new(fhir_api::capability_statement(
                 &fhir_base,
                 "Sandbox EHR",
-                ehr::EHR_RESOURCE_TYPES,
+                &ehr::ehr_resource_types(),
                 Some(&auth.issuer),
                 &writes,
             ))),
             default_page_size: 50,
             writes: Arc::new(writes),
         };
-        let identity = cds_hooks::ClientIdentity {
-            key: Arc::new(ehr_key),
-            issuer: ehr_base.clone(),
-            jku: format!("{ehr_base}/auth/jwks"),
-            tenant: None,
-        };
-        let booking = booking::Booking::new(
-            cds_hooks::CdsClient::new(identity, cds_hooks::CdsLimits::default())?,
-            Url::parse(&plan_base).map_err(|e| SandboxError::Url(e.to_string()))?,
-        );
-        let ehr = Arc::new(Ehr { base_url: ehr_base, auth, store, people, api });
-        // The EHR as a CDS client of the plan: its "Book appointment" pages.
-        let booking = Arc::new(booking::BookingPage { ehr: ehr.clone(), booking });
-        let tasks = vec![
-            serve(ehr_listener, ehr::router(ehr.clone()).merge(booking::router(booking))),
-            serve(plan_listener, plan::router(plan.clone())),
-        ];
-        tracing::info!(ehr = %ehr.base_url, plan = %plan.base_url, "sandbox started");
-        Ok(Self { ehr, plan, ehr_fhir_base, tasks })
+        Ok((Ehr { base_url: ehr_base, auth, store, people, api }, ehr_fhir_base))
     }
 
     /// The EHR's FHIR base (the `iss` of its launches).

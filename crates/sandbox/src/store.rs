@@ -318,7 +318,8 @@ impl FhirStore {
     /// Applies a transaction Bundle all-or-nothing (FHIR R4 §3.1.0.11.2): POST entries only,
     /// conditional creates resolved against the store as it was, `urn:uuid` references
     /// rewritten to the assigned (or matched) ids. Nothing is written unless every entry is
-    /// valid. Returns the transaction-response Bundle.
+    /// valid. Returns the transaction-response Bundle. Long on purpose: the two passes
+    /// (check everything, then write) stay side by side so nothing is written half.
     pub fn transaction(&self, mut bundle: Value) -> Result<Value, StoreError> {
         if bundle.get("type").and_then(Value::as_str) != Some("transaction") {
             return Err(StoreError::Invalid("the Bundle is not of type transaction".into()));

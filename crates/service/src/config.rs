@@ -326,6 +326,12 @@ impl AppConfig {
             if !payer_ids.insert(payer.id.as_str()) {
                 return Err(ConfigError::Invalid(format!("two payers have the id `{}`", payer.id)));
             }
+            if api::PayerId::parse(&payer.id).is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "payer `{}`: an id has only letters, digits, '-' and '_', at most 64",
+                    payer.id
+                )));
+            }
             for url in [&payer.cds_base, &payer.fhir_base] {
                 if !matches!(url.scheme(), "http" | "https") {
                     return Err(ConfigError::Invalid(format!(

@@ -1,63 +1,31 @@
 //! The review page's context: who the patient and the user are, and how the EHR wants the
 //! app to look.
 
-use std::sync::Arc;
-
 use api::{PatientSummary, ReviewContext, SmartStyle, UserSummary};
 use fhir::ResourceExt;
 use serde_json::Value;
-use tokio::sync::Mutex;
-use tower_sessions::Session;
 
-use crate::emr::with_emr;
 use crate::error::ServiceError;
-use crate::launches::Launch;
-use crate::session;
+use crate::owned::OwnedLaunch;
 use crate::state::AppState;
 
-/// The launch `launch_id`, after checking this browser session owns it.
-pub async fn owned_launch(
-    state: &AppState,
-    session: &Session,
-    launch_id: &str,
-) -> Result<Arc<Mutex<Launch>>, ServiceError> {
-    session::require_launch(session, launch_id).await?;
-    state.launches.get(launch_id).await.ok_or(ServiceError::NotInSession)
-}
-
-pub async fn review_context(
-    state: &AppState,
-    session: &Session,
-    launch_id: &str,
-) -> Result<ReviewContext, ServiceError> {
-    let launch = owned_launch(state, session, launch_id).await?;
-    let snapshot = launch.lock().await.clone();
-    let ehr = state
-        .ehr(&snapshot.ehr_id)
-        .ok_or_else(|| ServiceError::Internal("EHR no longer configured".into()))?;
-
-    let patient_id = snapshot.patient_id.clone();
-    let patient = with_emr(state, &launch, |client, token| {
-        let id = patient_id.clone();
-        async move { client.read(Some(token.expose()), "Patient", &id).await }
-    })
-    .await?;
-
+pub async fn review_context(owned: &OwnedLaunch) -> Result<ReviewContext, ServiceError> {
+    let snapshot = owned.snapshot().await;
+    let ehr = owned.ehr();
+    let patient = owned.emr().read("Patient", &snapshot.patient_id).await?;
     let user = match &snapshot.fhir_user {
-        Some(reference) => read_user(state, &launch, reference).await,
+        Some(reference) => read_user(owned, reference).await,
         None => None,
     };
-
     let style = match (&snapshot.style, &snapshot.smart_style_url) {
         (Some(style), _) => Some(style.clone()),
         (None, Some(url)) => {
-            let style = fetch_style(state, &ehr.config.issuer, url).await;
-            launch.lock().await.style = style.clone();
+            let style = fetch_style(owned.state(), &ehr.config.issuer, url).await;
+            owned.lock().await.style = style.clone();
             style
         }
         (None, None) => None,
     };
-
     Ok(ReviewContext {
         launch_id: snapshot.id,
         ehr_name: ehr.config.name.clone(),
@@ -84,19 +52,10 @@ pub fn patient_summary(patient: &Value) -> PatientSummary {
 
 /// The user's name from their `fhirUser` resource. Failing to read it is not worth failing
 /// the page over: the banner shows the patient either way.
-async fn read_user(
-    state: &AppState,
-    launch: &Arc<Mutex<Launch>>,
-    reference: &str,
-) -> Option<UserSummary> {
+async fn read_user(owned: &OwnedLaunch, reference: &str) -> Option<UserSummary> {
     let local = fhir::Reference::parse(reference).local()?;
     let resource_type = local.split('/').next()?.to_owned();
-    let result = with_emr(state, launch, |client, token| {
-        let local = local.clone();
-        async move { client.read_reference(Some(token.expose()), &local).await }
-    })
-    .await;
-    match result {
+    match owned.emr().read_reference(&local).await {
         Ok(resource) => Some(UserSummary {
             name: fhir::display_name(&resource).unwrap_or_else(|| local_name(&resource)),
             resource_type,

@@ -12,125 +12,65 @@ use pdex::dedupe::ChartIndex;
 use pdex::filter::Own;
 use pdex::{Category, HistoryItem};
 use serde_json::Value;
-use tokio::sync::Mutex;
-use tower_sessions::Session;
 
-use crate::context::owned_launch;
-use crate::emr::with_emr;
-use crate::error::ServiceError;
-use crate::launches::Launch;
-use crate::plan::plan_token;
-use crate::state::{AppState, PayerRuntime};
+use crate::clock::now_rfc3339;
+use crate::error::{PlanFailure, Refusal, ServiceError};
+use crate::launch_state::{HistoryState, PlanAccess, PlanState};
+use crate::owned::OwnedLaunch;
+use crate::plan::access::{confirmed_access, follow_if_needed, plan_token};
+use crate::state::PayerRuntime;
 
 /// How long a plan's CapabilityStatement is reused.
 const CAPABILITY_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// The history of a launch, as reviewed.
-#[derive(Debug, Clone)]
-pub struct HistoryState {
-    pub payer_id: String,
-    /// The member's Patient id at the plan the items came from.
-    pub member_patient: String,
-    pub items: Arc<Vec<HistoryItem>>,
-    pub selected: HashSet<String>,
-    pub own: Own,
-    pub notes: Vec<String>,
-    pub fetched_at: String,
-}
-
-impl HistoryState {
-    fn view(&self, payer: &str) -> HistoryView {
-        HistoryView {
-            payer: payer.to_owned(),
-            items: self.items.iter().map(|i| pdex::ReviewRow::new(i, &self.own)).collect(),
-            selected: self
-                .items
-                .iter()
-                .filter(|i| self.selected.contains(&i.key))
-                .map(|i| i.key.clone())
-                .collect(),
-            own_organization_known: !self.own.organization_identifiers.is_empty()
-                || !self.own.organization_names.is_empty(),
-            notes: self.notes.clone(),
-            fetched_at: self.fetched_at.clone(),
-        }
-    }
-}
-
 /// The review list of a launch: the plan's history, fetched now unless already held (or
 /// `refresh` asks for it again, keeping the selection of items still there).
-pub async fn load(
-    state: &AppState,
-    session: &Session,
-    launch_id: &str,
-    refresh: bool,
-) -> Result<HistoryView, ServiceError> {
-    let launch = owned_launch(state, session, launch_id).await?;
-    let snapshot = launch.lock().await.clone();
-    let plan = snapshot.plan.clone().ok_or_else(|| {
-        ServiceError::BadRequest("Ask the plan for the patient's history first.".into())
-    })?;
-    let payer = state
-        .payer(&plan.payer_id)
-        .ok_or_else(|| ServiceError::Internal("payer no longer configured".into()))?;
-    // Nothing of the plan's is read for review until its member is confirmed as this patient.
-    let plan = crate::plan::follow_if_needed(state, &launch, payer, plan).await;
-    if let Some(mismatch) = &plan.mismatch {
-        return Err(ServiceError::MemberMismatch(mismatch.message.clone()));
-    }
-    let mut access = match (&plan.access, &plan.member) {
-        (Some(access), Some(_)) => access.clone(),
-        _ => {
-            return Err(ServiceError::Plan(plan.data_problem.clone().unwrap_or_else(|| {
-                format!("{} did not say where the member's data is.", payer.config.name)
-            })))
-        }
-    };
-    let member_patient = access.patient.clone();
-    let same_member =
-        |h: &HistoryState| h.payer_id == plan.payer_id && h.member_patient == member_patient;
-    if let Some(history) = snapshot.history.as_ref().filter(|h| same_member(h)) {
-        if !refresh {
+pub async fn load(owned: &OwnedLaunch, refresh: bool) -> Result<HistoryView, ServiceError> {
+    let (plan, payer) = owned.plan().await?;
+    let plan = follow_if_needed(owned, &payer, plan).await;
+    let access = confirmed_access(&payer, &plan)?;
+    if !refresh {
+        let held = owned.lock().await.history.clone();
+        if let Some(history) = held.filter(|h| h.is_for(&plan.payer_id, &access.patient)) {
             return Ok(history.view(&payer.config.name));
         }
     }
-    let token = plan_token(state, payer, &mut access).await.map_err(ServiceError::Plan)?;
+    let (read, access) = read_history(owned, &payer, access).await?;
+    Ok(keep(owned, &payer, &plan, access, read).await)
+}
+
+/// What one read of the plan's history found.
+struct Read {
+    items: Vec<HistoryItem>,
+    own: Own,
+    notes: Vec<String>,
+}
+
+/// Reads the member's history at the plan and the patient's chart at the EMR together, and
+/// marks what the chart already holds.
+async fn read_history(
+    owned: &OwnedLaunch,
+    payer: &PayerRuntime,
+    mut access: PlanAccess,
+) -> Result<(Read, PlanAccess), ServiceError> {
+    let state = owned.state();
+    let failed = |cause| ServiceError::Plan { plan: payer.config.name.clone(), cause };
+    let token = plan_token(state, payer, &mut access)
+        .await
+        .map_err(|problem| failed(PlanFailure::Data(problem)))?;
     let client = state.plan_fhir_client(payer, &access.fhir_base);
-    let token_str = token.as_ref().map(|t| t.expose().to_owned());
-    let plan_error = |e: &dyn std::fmt::Display| {
-        tracing::warn!(payer = %payer.config.id, error = %e, "reading the plan's history failed");
-        ServiceError::Plan(format!(
-            "Member History could not read {}'s history: {e}. Try again.",
-            payer.config.name
-        ))
-    };
-    let capability = capability(payer, &client, token_str.as_deref()).await;
+    let token = token.as_ref().map(|t| t.expose());
+    let capability = capability(payer, &client, token).await;
     let options = pdex::fetch::FetchOptions {
         concurrent_searches: state.config.limits.searches_per_load,
         ..Default::default()
     };
-    let (fetched, chart) = tokio::join!(
-        pdex::fetch::fetch_history(
-            &client,
-            token_str.as_deref(),
-            &access.patient,
-            &capability,
-            &options
-        ),
-        chart(state, &launch, &snapshot),
+    let (fetched, (chart_resources, mut notes), own) = tokio::join!(
+        pdex::fetch::fetch_history(&client, token, &access.patient, &capability, &options),
+        chart(owned),
+        own_parties(owned),
     );
-    let fetched = fetched.map_err(|e| plan_error(&e))?;
-    let (chart_resources, mut notes) = chart;
-    let mut own = own_parties(state, &launch, &snapshot).await;
-    if let Some(ehr) = state.ehr(&snapshot.ehr_id) {
-        for entry in &ehr.config.own_organization {
-            if entry.contains('|') {
-                own.organization_identifiers.push(entry.clone());
-            } else {
-                own.organization_names.push(entry.clone());
-            }
-        }
-    }
+    let fetched = fetched.map_err(|e| failed(PlanFailure::History(e.to_string())))?;
     for (resource_type, why) in &fetched.skipped_types {
         notes.push(format!(
             "{}'s {resource_type} records could not be read ({why}).",
@@ -146,42 +86,49 @@ pub async fn load(
     let index = ChartIndex::new(&chart_resources);
     let items = pdex::review_items(fetched.pages, &index);
     tracing::info!(payer = %payer.config.id, items = items.len(), "plan history read");
+    Ok((Read { items, own, notes }, access))
+}
 
-    let mut guard = launch.lock().await;
-    let previous = guard.history.take();
-    let selected: HashSet<String> = match previous {
-        // A refresh keeps the clinician's choices for items still there; new items get the default.
-        Some(old) if same_member(&old) => {
-            let known: HashSet<&String> = old.items.iter().map(|i| &i.key).collect();
-            items
-                .iter()
-                .filter(|i| {
-                    if known.contains(&i.key) {
-                        old.selected.contains(&i.key)
-                    } else {
-                        i.selected_by_default()
-                    }
-                })
-                .map(|i| i.key.clone())
-                .collect()
-        }
-        _ => items.iter().filter(|i| i.selected_by_default()).map(|i| i.key.clone()).collect(),
-    };
+/// Keeps a fresh read with the launch: a refresh keeps the clinician's choices for items still
+/// there; new items get the default.
+async fn keep(
+    owned: &OwnedLaunch,
+    payer: &PayerRuntime,
+    plan: &PlanState,
+    access: PlanAccess,
+    read: Read,
+) -> HistoryView {
+    let mut guard = owned.lock().await;
+    let previous = guard.history.take().filter(|h| h.is_for(&plan.payer_id, &access.patient));
+    let known: HashSet<&str> =
+        previous.iter().flat_map(|old| old.items.iter().map(|i| i.key.as_str())).collect();
+    let selected: HashSet<String> = read
+        .items
+        .iter()
+        .filter(|i| match &previous {
+            Some(old) if known.contains(i.key.as_str()) => old.selected.contains(&i.key),
+            _ => i.selected_by_default(),
+        })
+        .map(|i| i.key.clone())
+        .collect();
     let history = HistoryState {
         payer_id: plan.payer_id.clone(),
-        member_patient: member_patient.clone(),
-        items: Arc::new(items),
+        member_patient: access.patient.clone(),
+        items: Arc::new(read.items),
         selected,
-        own,
-        notes,
-        fetched_at: crate::plan::now_rfc3339(),
+        own: read.own,
+        notes: read.notes,
+        fetched_at: now_rfc3339(),
     };
     let view = history.view(&payer.config.name);
     guard.history = Some(history);
-    if let Some(p) = guard.plan.as_mut() {
-        p.access = Some(access);
+    // The token may have been renewed for this read: keep it with the same member.
+    if let Some(held) = guard.plan.as_mut().and_then(|p| p.member.access_mut()) {
+        if held.patient == access.patient && held.fhir_base == access.fhir_base {
+            *held = access;
+        }
     }
-    Ok(view)
+    view
 }
 
 async fn capability(payer: &PayerRuntime, client: &fhir::FhirClient, token: Option<&str>) -> Value {
@@ -206,39 +153,24 @@ async fn capability(payer: &PayerRuntime, client: &fhir::FhirClient, token: Opti
 
 /// The EMR's own resources of the review's types for the patient (to find what the chart
 /// already holds), and notes on what could not be read.
-async fn chart(
-    state: &AppState,
-    launch: &Arc<Mutex<Launch>>,
-    snapshot: &Launch,
-) -> (Vec<Value>, Vec<String>) {
-    let mut resources = Vec::new();
-    let mut notes = Vec::new();
-    let searches = pdex::model::history_resource_types().into_iter().map(|resource_type| {
-        let patient = snapshot.patient_id.clone();
-        async move {
-            let result = with_emr(state, launch, |client, token| {
-                let patient = patient.clone();
-                async move {
-                    client
-                        .search_all(
-                            Some(token.expose()),
-                            resource_type,
-                            &[("patient", &patient)],
-                            50,
-                        )
-                        .await
-                }
-            })
-            .await;
-            (resource_type, result)
-        }
-    });
+async fn chart(owned: &OwnedLaunch) -> (Vec<Value>, Vec<String>) {
+    let patient = owned.lock().await.patient_id.clone();
+    let emr = owned.emr();
+    let searches =
+        pdex::model::history_resource_types().into_iter().map(|resource_type| {
+            let patient = patient.as_str();
+            async move {
+                (resource_type, emr.search_all(resource_type, &[("patient", patient)], 50).await)
+            }
+        });
     // A few at a time: 13 searches per load, times every clinician loading, is more than an
     // EHR should be asked at once (the EHR's gate bounds the total too).
     let results: Vec<_> = futures::stream::iter(searches.collect::<Vec<_>>())
-        .buffered(state.config.limits.searches_per_load)
+        .buffered(owned.state().config.limits.searches_per_load)
         .collect()
         .await;
+    let mut resources = Vec::new();
+    let mut notes = Vec::new();
     for (resource_type, result) in results {
         match result {
             Ok(found) => resources.extend(found),
@@ -259,20 +191,22 @@ async fn chart(
     (resources, notes)
 }
 
-/// The signed-in clinician as the exclusion filter knows them.
-async fn own_parties(state: &AppState, launch: &Arc<Mutex<Launch>>, snapshot: &Launch) -> Own {
+/// The signed-in clinician and their organisation as the exclusion filter knows them.
+async fn own_parties(owned: &OwnedLaunch) -> Own {
     let mut own = Own::default();
-    let Some(reference) =
-        snapshot.fhir_user.as_deref().and_then(|u| fhir::Reference::parse(u).local())
+    for entry in &owned.ehr().config.own_organization {
+        if entry.contains('|') {
+            own.organization_identifiers.push(entry.clone());
+        } else {
+            own.organization_names.push(entry.clone());
+        }
+    }
+    let fhir_user = owned.lock().await.fhir_user.clone();
+    let Some(reference) = fhir_user.as_deref().and_then(|u| fhir::Reference::parse(u).local())
     else {
         return own;
     };
-    let user = with_emr(state, launch, |client, token| {
-        let reference = reference.clone();
-        async move { client.read_reference(Some(token.expose()), &reference).await }
-    })
-    .await;
-    if let Ok(user) = user {
+    if let Ok(user) = owned.emr().read_reference(&reference).await {
         for identifier in user.get("identifier").and_then(Value::as_array).into_iter().flatten() {
             if let (Some(system), Some(value)) =
                 (identifier.str_at("system"), identifier.str_at("value"))
@@ -287,18 +221,12 @@ async fn own_parties(state: &AppState, launch: &Arc<Mutex<Launch>>, snapshot: &L
 
 /// Selects or deselects `keys` (items not in the history are ignored).
 pub async fn set_selection(
-    state: &AppState,
-    session: &Session,
-    launch_id: &str,
+    owned: &OwnedLaunch,
     keys: &[String],
     selected: bool,
 ) -> Result<SelectionSummary, ServiceError> {
-    let launch = owned_launch(state, session, launch_id).await?;
-    let mut guard = launch.lock().await;
-    let history = guard
-        .history
-        .as_mut()
-        .ok_or_else(|| ServiceError::BadRequest("Load the plan's history first.".into()))?;
+    let mut guard = owned.lock().await;
+    let history = guard.history.as_mut().ok_or(Refusal::LoadHistoryFirst)?;
     let known: HashSet<&str> = history.items.iter().map(|i| i.key.as_str()).collect();
     for key in keys.iter().filter(|k| known.contains(k.as_str())) {
         if selected {
@@ -311,21 +239,10 @@ pub async fn set_selection(
 }
 
 /// Everything about one item, raw resource included.
-pub async fn item_detail(
-    state: &AppState,
-    session: &Session,
-    launch_id: &str,
-    key: &str,
-) -> Result<ItemDetail, ServiceError> {
-    let launch = owned_launch(state, session, launch_id).await?;
-    let guard = launch.lock().await;
-    let history = guard
-        .history
-        .as_ref()
-        .ok_or_else(|| ServiceError::BadRequest("Load the plan's history first.".into()))?;
-    let item = history.items.iter().find(|i| i.key == key).ok_or_else(|| {
-        ServiceError::BadRequest("That item is not in the plan's history.".into())
-    })?;
+pub async fn item_detail(owned: &OwnedLaunch, key: &str) -> Result<ItemDetail, ServiceError> {
+    let guard = owned.lock().await;
+    let history = guard.history.as_ref().ok_or(Refusal::LoadHistoryFirst)?;
+    let item = history.items.iter().find(|i| i.key == key).ok_or(Refusal::NoSuchItem)?;
     Ok(ItemDetail {
         raw_json: serde_json::to_string_pretty(&item.resource).unwrap_or_default(),
         item: item.clone(),

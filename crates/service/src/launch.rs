@@ -6,7 +6,7 @@ use tower_sessions::Session;
 use url::Url;
 
 use crate::error::LaunchError;
-use crate::launches::{new_launch_id, Launch};
+use crate::launch_state::{new_launch_id, Launch};
 use crate::session;
 use crate::state::{AppState, EhrRuntime};
 

@@ -1,14 +1,21 @@
 //! Member History's use cases, shared by the axum routes and the Leptos server functions:
 //! the SMART launch, access to the clinician's EMR, and what the review page shows.
-//! Knows tower-sessions' `Session` type, not axum or Leptos.
+//!
+//! Layers, each importing only those above it: data ([`launch_state`], [`config`],
+//! [`error`]), runtime ([`state`]: the one `AppState`), handles ([`emr`], [`owned`]: a launch
+//! resolved once at the edge), use cases ([`launch`], [`context`], [`plan`], [`history`],
+//! [`writeback`]). Knows tower-sessions' `Session` type (only [`launch`] and
+//! [`owned::OwnedLaunch::resolve`] touch it), not axum or Leptos.
 
+pub mod clock;
 pub mod config;
 pub mod context;
 pub mod emr;
 pub mod error;
 pub mod history;
 pub mod launch;
-pub mod launches;
+pub mod launch_state;
+pub mod owned;
 pub mod plan;
 pub mod session;
 pub mod state;
@@ -16,6 +23,7 @@ pub mod writeback;
 
 pub use config::AppConfig;
 pub use error::{LaunchError, ServiceError};
+pub use owned::OwnedLaunch;
 pub use state::AppState;
 
 /// The EHRs offered on the start page (standalone launch).

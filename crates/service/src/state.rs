@@ -7,7 +7,7 @@ use std::time::Duration;
 use smart::{ClientAuth, Discovery, Secret, SmartClient};
 
 use crate::config::{AppConfig, ClientAuthConfig, EhrConfig, PayerConfig, PlanFhirAuth};
-use crate::launches::LaunchStore;
+use crate::launch_state::LaunchStore;
 
 /// One configured EHR with its SMART client.
 #[derive(Debug)]
@@ -40,7 +40,73 @@ pub struct PayerRuntime {
     pub gate: Arc<tokio::sync::Semaphore>,
 }
 
+impl EhrRuntime {
+    fn new(
+        ehr: &EhrConfig,
+        config: &AppConfig,
+        key: &Arc<jose::SigningKey>,
+        http: &reqwest::Client,
+    ) -> Self {
+        let auth = match &ehr.client_auth {
+            ClientAuthConfig::PrivateKeyJwt => ClientAuth::PrivateKeyJwt { key: key.clone() },
+            ClientAuthConfig::ClientSecretBasic { secret_env } => ClientAuth::ClientSecretBasic {
+                // Checked present by `AppConfig::validate`.
+                secret: Secret::new(std::env::var(secret_env).unwrap_or_default()),
+            },
+        };
+        EhrRuntime {
+            config: ehr.clone(),
+            client: SmartClient::new(
+                ehr.client_id.clone(),
+                config.redirect_uri(),
+                auth,
+                http.clone(),
+            ),
+            write_capabilities: tokio::sync::Mutex::new(None),
+            learned_write_limit: std::sync::Mutex::new(None),
+            gate: Arc::new(tokio::sync::Semaphore::new(config.limits.max_requests_per_ehr)),
+        }
+    }
+}
+
 impl PayerRuntime {
+    /// Fails only when no HTTP client with our rules can be built for its CDS client.
+    fn new(
+        payer: &PayerConfig,
+        config: &AppConfig,
+        key: &Arc<jose::SigningKey>,
+        http: &reqwest::Client,
+    ) -> Result<Self, reqwest::Error> {
+        let identity = cds_hooks::ClientIdentity {
+            key: key.clone(),
+            issuer: config.cds_issuer(),
+            jku: config.jwks_url().to_string(),
+            tenant: None,
+        };
+        let limits = cds_hooks::CdsLimits {
+            timeout: Duration::from_secs(payer.timeout_seconds.max(1)),
+            max_in_flight: config.limits.max_requests_per_plan,
+            ..cds_hooks::CdsLimits::default()
+        };
+        let backend = match &payer.fhir_auth {
+            PlanFhirAuth::BackendServices { client_id, .. } => Some(SmartClient::new(
+                client_id.clone(),
+                config.redirect_uri(),
+                ClientAuth::PrivateKeyJwt { key: key.clone() },
+                http.clone(),
+            )),
+            PlanFhirAuth::FromAnswer => None,
+        };
+        Ok(PayerRuntime {
+            config: payer.clone(),
+            cds: cds_hooks::CdsClient::new(identity, limits)?,
+            backend,
+            discovery: tokio::sync::Mutex::new(None),
+            capability: tokio::sync::Mutex::new(None),
+            gate: Arc::new(tokio::sync::Semaphore::new(config.limits.max_requests_per_plan)),
+        })
+    }
+
     pub fn summary(&self) -> api::PayerSummary {
         api::PayerSummary { id: self.config.id.clone(), name: self.config.name.clone() }
     }
@@ -53,8 +119,9 @@ pub struct Inner {
     pub limits: fhir::http::HttpLimits,
     pub discovery: Discovery,
     pub signing_key: Arc<jose::SigningKey>,
-    pub ehrs: Vec<EhrRuntime>,
-    pub payers: Vec<PayerRuntime>,
+    /// Shared so a launch's handle holds its EHR and plan directly (`crate::owned`).
+    pub ehrs: Vec<Arc<EhrRuntime>>,
+    pub payers: Vec<Arc<PayerRuntime>>,
     pub launches: LaunchStore,
 }
 
@@ -78,68 +145,12 @@ impl AppState {
         let ehrs = config
             .ehrs
             .iter()
-            .map(|ehr| {
-                let auth = match &ehr.client_auth {
-                    ClientAuthConfig::PrivateKeyJwt => {
-                        ClientAuth::PrivateKeyJwt { key: signing_key.clone() }
-                    }
-                    ClientAuthConfig::ClientSecretBasic { secret_env } => {
-                        ClientAuth::ClientSecretBasic {
-                            // Checked present by `AppConfig::validate`.
-                            secret: Secret::new(std::env::var(secret_env).unwrap_or_default()),
-                        }
-                    }
-                };
-                EhrRuntime {
-                    config: ehr.clone(),
-                    client: SmartClient::new(
-                        ehr.client_id.clone(),
-                        config.redirect_uri(),
-                        auth,
-                        http.clone(),
-                    ),
-                    write_capabilities: tokio::sync::Mutex::new(None),
-                    learned_write_limit: std::sync::Mutex::new(None),
-                    gate: Arc::new(tokio::sync::Semaphore::new(config.limits.max_requests_per_ehr)),
-                }
-            })
+            .map(|ehr| Arc::new(EhrRuntime::new(ehr, &config, &signing_key, &http)))
             .collect();
-        let identity = cds_hooks::ClientIdentity {
-            key: signing_key.clone(),
-            issuer: config.cds_issuer(),
-            jku: config.jwks_url().to_string(),
-            tenant: None,
-        };
         let payers = config
             .payers
             .iter()
-            .map(|payer| {
-                Ok(PayerRuntime {
-                    config: payer.clone(),
-                    cds: cds_hooks::CdsClient::new(
-                        identity.clone(),
-                        cds_hooks::CdsLimits {
-                            timeout: Duration::from_secs(payer.timeout_seconds.max(1)),
-                            max_in_flight: config.limits.max_requests_per_plan,
-                            ..cds_hooks::CdsLimits::default()
-                        },
-                    )?,
-                    backend: match &payer.fhir_auth {
-                        PlanFhirAuth::BackendServices { client_id, .. } => Some(SmartClient::new(
-                            client_id.clone(),
-                            config.redirect_uri(),
-                            ClientAuth::PrivateKeyJwt { key: signing_key.clone() },
-                            http.clone(),
-                        )),
-                        PlanFhirAuth::FromAnswer => None,
-                    },
-                    discovery: tokio::sync::Mutex::new(None),
-                    capability: tokio::sync::Mutex::new(None),
-                    gate: Arc::new(tokio::sync::Semaphore::new(
-                        config.limits.max_requests_per_plan,
-                    )),
-                })
-            })
+            .map(|payer| PayerRuntime::new(payer, &config, &signing_key, &http).map(Arc::new))
             .collect::<Result<Vec<_>, reqwest::Error>>()?;
         let idle = Duration::from_secs(config.session_idle_minutes.max(1) * 60);
         Ok(AppState(Arc::new(Inner {
@@ -154,16 +165,16 @@ impl AppState {
         })))
     }
 
-    pub fn ehr(&self, id: &str) -> Option<&EhrRuntime> {
+    pub fn ehr(&self, id: &str) -> Option<&Arc<EhrRuntime>> {
         self.ehrs.iter().find(|e| e.config.id == id)
     }
 
     /// The EHR whose issuer `iss` names (compared as FHIR bases, `fhir::base`).
-    pub fn ehr_by_issuer(&self, iss: &str) -> Option<&EhrRuntime> {
+    pub fn ehr_by_issuer(&self, iss: &str) -> Option<&Arc<EhrRuntime>> {
         self.ehrs.iter().find(|e| fhir::base::same_server(e.config.issuer.as_str(), iss))
     }
 
-    pub fn payer(&self, id: &str) -> Option<&PayerRuntime> {
+    pub fn payer(&self, id: &str) -> Option<&Arc<PayerRuntime>> {
         self.payers.iter().find(|p| p.config.id == id)
     }
 

@@ -2,7 +2,7 @@
 //! a DocumentReference for what the EMR cannot take as resources), all or nothing, safe to
 //! retry. The outcome is kept with the launch for the printable summary.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use api::{ItemOutcome, OutcomeStatus, WritePreview, WriteResult};
@@ -10,38 +10,36 @@ use pdex::writeback::{
     self as wb, EmrTarget, EntryRole, EntryStatus, PlanSource, WriteCapabilities,
 };
 use pdex::{Category, HistoryItem};
-use tokio::sync::Mutex;
-use tower_sessions::Session;
 
-use crate::context::owned_launch;
-use crate::emr::with_emr;
-use crate::error::ServiceError;
-use crate::launches::Launch;
-use crate::state::{AppState, EhrRuntime, PayerRuntime};
+use crate::clock::now_rfc3339;
+use crate::emr::Emr;
+use crate::error::{write_failure_message, Refusal, ServiceError, WriteFailure};
+use crate::launch_state::{Launch, PlanAccess};
+use crate::owned::OwnedLaunch;
+use crate::plan::access::{confirmed_access, recheck_member};
+use crate::plan::feedback::{feedback_for_launch, FeedbackInput};
+use crate::state::{EhrRuntime, PayerRuntime};
 
 const CAPABILITY_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What the EHR accepts from this launch: its CapabilityStatement (read once an hour), narrowed
 /// to the types the launch's granted scopes allow creating.
-async fn capabilities(
-    state: &AppState,
-    ehr: &EhrRuntime,
-    launch: &Arc<Mutex<Launch>>,
-) -> Result<WriteCapabilities, ServiceError> {
+async fn capabilities(owned: &OwnedLaunch) -> Result<WriteCapabilities, ServiceError> {
+    let ehr = owned.ehr();
     let cached = ehr.write_capabilities.lock().await.clone();
     let mut caps = match cached {
         Some((at, caps)) if at.elapsed() < CAPABILITY_TTL => caps,
         _ => {
-            let statement = with_emr(state, launch, |client, token| async move {
-                client.capabilities(Some(token.expose())).await
-            })
-            .await?;
+            let statement = owned
+                .emr()
+                .call(|c, t| async move { c.capabilities(Some(t.expose())).await })
+                .await?;
             let caps = WriteCapabilities::from_capability_statement(&statement);
             *ehr.write_capabilities.lock().await = Some((std::time::Instant::now(), caps.clone()));
             caps
         }
     };
-    let granted = smart::scopes::ScopeSet::parse(&launch.lock().await.tokens.scope);
+    let granted = smart::scopes::ScopeSet::parse(&owned.lock().await.tokens.scope);
     caps.types.retain(|resource_type, _| {
         !granted.grants(resource_type, smart::scopes::Permission::Create).is_empty()
     });
@@ -50,10 +48,7 @@ async fn capabilities(
 
 /// The selected items, in list order.
 fn selection(launch: &Launch) -> Result<(Arc<Vec<HistoryItem>>, Vec<usize>), ServiceError> {
-    let history = launch
-        .history
-        .as_ref()
-        .ok_or_else(|| ServiceError::BadRequest("Load the plan's history first.".into()))?;
+    let history = launch.history.as_ref().ok_or(Refusal::LoadHistoryFirst)?;
     let chosen: Vec<usize> = history
         .items
         .iter()
@@ -62,9 +57,7 @@ fn selection(launch: &Launch) -> Result<(Arc<Vec<HistoryItem>>, Vec<usize>), Ser
         .map(|(n, _)| n)
         .collect();
     if chosen.is_empty() {
-        return Err(ServiceError::BadRequest(
-            "Select at least one item to add to the chart.".into(),
-        ));
+        return Err(Refusal::SelectSomething.into());
     }
     Ok((history.items.clone(), chosen))
 }
@@ -100,21 +93,13 @@ fn plan_write<'a>(
 }
 
 /// What "Add to chart" will do.
-pub async fn preview(
-    state: &AppState,
-    session: &Session,
-    launch_id: &str,
-) -> Result<WritePreview, ServiceError> {
-    let launch = owned_launch(state, session, launch_id).await?;
-    let snapshot = launch.lock().await.clone();
-    let ehr = state
-        .ehr(&snapshot.ehr_id)
-        .ok_or_else(|| ServiceError::Internal("EHR no longer configured".into()))?;
+pub async fn preview(owned: &OwnedLaunch) -> Result<WritePreview, ServiceError> {
+    let snapshot = owned.snapshot().await;
     let (items, chosen) = selection(&snapshot)?;
-    let caps = capabilities(state, ehr, &launch).await?;
+    let caps = capabilities(owned).await?;
     let plan = plan_write(&items, &chosen, &caps);
     Ok(WritePreview {
-        ehr: ehr.config.name.clone(),
+        ehr: owned.ehr().config.name.clone(),
         total: chosen.len(),
         as_records: per_group(&plan.direct),
         in_document: per_group(&plan.document),
@@ -122,19 +107,12 @@ pub async fn preview(
     })
 }
 
-/// The EMR behind the launch's token (refreshed, and retried once on 401, by `with_emr`).
-struct LaunchEmr<'a> {
-    state: &'a AppState,
-    launch: &'a Arc<Mutex<Launch>>,
-}
-
-impl wb::EmrWriter for LaunchEmr<'_> {
+/// The launch's EMR as the write-back engine uses it (token refreshed, and retried once on
+/// 401, by [`Emr::call`]).
+impl wb::EmrWriter for Emr<'_> {
     async fn post_bundle(&self, bundle: &fhir::Bundle) -> Result<fhir::Bundle, fhir::FhirError> {
         unwrap_ehr(
-            with_emr(self.state, self.launch, |client, token| async move {
-                client.transaction(Some(token.expose()), bundle).await
-            })
-            .await,
+            self.call(|c, t| async move { c.transaction(Some(t.expose()), bundle).await }).await,
         )
     }
 
@@ -144,15 +122,15 @@ impl wb::EmrWriter for LaunchEmr<'_> {
         if_none_exist: Option<&str>,
     ) -> Result<fhir::client::Created, fhir::FhirError> {
         unwrap_ehr(
-            with_emr(self.state, self.launch, |client, token| async move {
-                client.create(Some(token.expose()), resource, if_none_exist).await
-            })
+            self.call(
+                |c, t| async move { c.create(Some(t.expose()), resource, if_none_exist).await },
+            )
             .await,
         )
     }
 }
 
-/// The EMR's own error back out of `with_emr` (a failed token refresh reads as a 401).
+/// The EMR's own error back out of [`Emr::call`] (a failed token refresh reads as a 401).
 fn unwrap_ehr<T>(result: Result<T, ServiceError>) -> Result<T, fhir::FhirError> {
     result.map_err(|e| match e {
         ServiceError::Ehr(e) => e,
@@ -166,55 +144,32 @@ fn unwrap_ehr<T>(result: Result<T, ServiceError>) -> Result<T, fhir::FhirError> 
 /// Writes the selection the way the EHR takes it (one transaction, parts, batch or single
 /// creates; see `pdex::writeback`). Nothing is half-written within a part, the selection of
 /// what was not written is kept, and a retry finds what a lost answer had already written.
-pub async fn write(
-    state: &AppState,
-    session: &Session,
-    launch_id: &str,
-) -> Result<WriteResult, ServiceError> {
-    let launch = owned_launch(state, session, launch_id).await?;
-    let snapshot = launch.lock().await.clone();
-    let ehr = state
-        .ehr(&snapshot.ehr_id)
-        .ok_or_else(|| ServiceError::Internal("EHR no longer configured".into()))?;
-    let plan_state = snapshot
-        .plan
-        .clone()
-        .ok_or_else(|| ServiceError::BadRequest("Ask the plan first.".into()))?;
-    let payer = state
-        .payer(&plan_state.payer_id)
-        .ok_or_else(|| ServiceError::Internal("payer no longer configured".into()))?;
-    let access = match (&plan_state.access, &plan_state.member, &plan_state.mismatch) {
-        (_, _, Some(mismatch)) => {
-            return Err(ServiceError::MemberMismatch(mismatch.message.clone()))
-        }
-        (Some(access), Some(_), None) => access.clone(),
-        _ => return Err(ServiceError::BadRequest("The plan's data is not available.".into())),
-    };
+pub async fn write(owned: &OwnedLaunch) -> Result<WriteResult, ServiceError> {
+    let ehr = owned.ehr();
+    let (plan_state, payer) = owned.plan().await?;
+    let access = confirmed_access(&payer, &plan_state)?;
+    let snapshot = owned.snapshot().await;
     if snapshot.history.as_ref().is_some_and(|h| h.member_patient != access.patient) {
-        return Err(ServiceError::BadRequest(
-            "The plan's answer changed since the history was loaded. Reload the history and select again.".into(),
-        ));
+        return Err(Refusal::AnswerChanged.into());
     }
     let (items, chosen) = selection(&snapshot)?;
-    let caps = capabilities(state, ehr, &launch).await?;
+    let caps = capabilities(owned).await?;
     let write_plan = plan_write(&items, &chosen, &caps);
+    let failed = |cause| ServiceError::Write { ehr: ehr.config.name.clone(), cause };
     if write_plan.direct.is_empty() && write_plan.document.is_empty() {
-        return Err(ServiceError::Write(format!(
-            "{} accepts none of the selected kinds of record.",
-            ehr.config.name
-        )));
+        return Err(failed(WriteFailure::NothingAccepted));
     }
     // Whatever the browser sent: the plan's member must still be this patient.
-    let patient = crate::plan::emr_patient(state, &launch).await?;
-    crate::plan::recheck_member(state, payer, &access, &patient).await?;
-    let source = plan_source(payer, &access);
+    let patient = owned.emr().patient().await?;
+    recheck_member(owned.state(), &payer, &access, &patient).await?;
+    let source = plan_source(&payer, &access);
     let target = EmrTarget {
         patient: snapshot.patient_id.clone(),
         patient_name: fhir::display_name(&patient).unwrap_or_else(|| "the patient".into()),
         user: snapshot.fhir_user.as_deref().and_then(|u| fhir::Reference::parse(u).local()),
     };
     let names = names(&items);
-    let now = crate::plan::now_rfc3339();
+    let now = now_rfc3339();
     let ctx = wb::WriteContext { plan: &source, emr: &target, names: &names, now: &now };
     let learned = *ehr.learned_write_limit.lock().unwrap_or_else(|p| p.into_inner());
     let options = wb::WriteOptions {
@@ -226,16 +181,46 @@ pub async fn write(
         direct: write_plan.direct.clone(),
         document: write_plan.document.clone(),
     };
-    let report = wb::write(&LaunchEmr { state, launch: &launch }, &ctx, &selection, options).await;
+    let mut report = wb::write(&owned.emr(), &ctx, &selection, options).await;
     if let Some(limit) = report.learned_limit {
         *ehr.learned_write_limit.lock().unwrap_or_else(|p| p.into_inner()) = Some(limit);
     }
-    let written_any = report.outcomes.iter().any(|o| o.written());
-    if let (Some(failure), false) = (&report.failure, written_any) {
-        return Err(write_failure(ehr, &failure.error));
+    if !report.outcomes.iter().any(|o| o.written()) {
+        if let Some(failure) = report.failure.take() {
+            return Err(failed(WriteFailure::Refused(failure.error)));
+        }
     }
     let notes = write_notes(&ehr.config.name, options, &report, &caps);
-    Ok(record(&launch, ehr, payer, &items, &write_plan, &report, notes, &target, &now).await)
+    let result = WriteResult {
+        ehr: ehr.config.name.clone(),
+        plan: payer.config.name.clone(),
+        patient: target.patient_name.clone(),
+        written_at: now.clone(),
+        outcomes: outcomes(ehr, &items, &write_plan, &report),
+        provenance: report
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o.role, EntryRole::Provenance))
+            .filter_map(|o| o.reference.clone())
+            .collect(),
+        document_format: document(&report)
+            .and(report.document_format)
+            .map(|f| f.label().to_owned()),
+        document: document(&report),
+        notes,
+    };
+    tracing::info!(ehr = %ehr.config.id, written = result.outcomes.len(), "write-back done");
+    record(owned, &payer, &result).await;
+    Ok(result)
+}
+
+/// The DocumentReference written, if one was.
+fn document(report: &wb::WriteReport) -> Option<String> {
+    report
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o.role, EntryRole::Document(_)) && o.written())
+        .find_map(|o| o.reference.clone())
 }
 
 /// What the clinician should know about how the write went.
@@ -283,7 +268,7 @@ fn write_notes(
     notes
 }
 
-fn plan_source(payer: &PayerRuntime, access: &crate::plan::PlanAccess) -> PlanSource {
+fn plan_source(payer: &PayerRuntime, access: &PlanAccess) -> PlanSource {
     PlanSource {
         name: payer.config.name.clone(),
         fhir_base: access.fhir_base.as_str().trim_end_matches('/').to_owned(),
@@ -313,55 +298,40 @@ fn names(items: &[HistoryItem]) -> HashMap<String, String> {
     names
 }
 
-/// A clear message for a failed write: what happened and that retrying is safe.
-fn write_failure(ehr: &EhrRuntime, e: &fhir::FhirError) -> ServiceError {
-    tracing::warn!(ehr = %ehr.config.id, error = %e, "write-back failed");
-    ServiceError::Write(write_failure_message(&ehr.config.name, e))
-}
-
-fn write_failure_message(name: &str, e: &fhir::FhirError) -> String {
-    match e {
-        fhir::FhirError::Timeout | fhir::FhirError::Transport(_) => format!(
-            "{name} did not confirm the write. Your selection is kept: try again. Anything {name} did write is recognised and not duplicated."
-        ),
-        e if e.status() == Some(413) => format!(
-            "{name} refused the write as too large (HTTP 413). Nothing was written and your selection is kept: add it to the chart in smaller parts."
-        ),
-        e if e.is_transient() => format!(
-            "{name} could not write right now ({e}). Nothing was written and your selection is kept: try again."
-        ),
-        e => format!(
-            "{name} refused the write ({}){}. Nothing was written and your selection is kept.",
-            e.status().map(|s| format!("HTTP {s}")).unwrap_or_else(|| e.to_string()),
-            e.outcome_text().map(|t| format!(": {t}")).unwrap_or_default()
-        ),
+/// One line of the outcome.
+fn outcome(
+    item: &HistoryItem,
+    status: OutcomeStatus,
+    reference: Option<String>,
+    link: Option<String>,
+    reason: Option<String>,
+) -> ItemOutcome {
+    ItemOutcome {
+        key: item.key.clone(),
+        display: item.display.clone(),
+        category: item.category,
+        status,
+        link,
+        reference,
+        reason,
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn record(
-    launch: &Arc<Mutex<Launch>>,
+/// What happened to each selected item: as the EHR answered, or why it was not written.
+fn outcomes(
     ehr: &EhrRuntime,
-    payer: &PayerRuntime,
     items: &[HistoryItem],
     plan: &Plan<'_>,
     report: &wb::WriteReport,
-    notes: Vec<String>,
-    target: &EmrTarget,
-    now: &str,
-) -> WriteResult {
+) -> Vec<ItemOutcome> {
     let base = ehr.config.issuer.as_str().trim_end_matches('/');
     let link = |reference: &Option<String>| reference.as_ref().map(|r| format!("{base}/{r}"));
     let by_key: HashMap<&str, &HistoryItem> = items.iter().map(|i| (i.key.as_str(), i)).collect();
     let mut outcomes = Vec::new();
-    let mut provenance = Vec::new();
-    let mut document = None;
-    let mut answered = std::collections::HashSet::new();
-    for entry in report.outcomes.iter().cloned() {
-        match entry.role {
+    for entry in &report.outcomes {
+        match &entry.role {
             EntryRole::Item(key) => {
                 let Some(item) = by_key.get(key.as_str()) else { continue };
-                answered.insert(key.clone());
                 let (status, reason) = match &entry.status {
                     EntryStatus::Created => (OutcomeStatus::Created, None),
                     EntryStatus::AlreadyPresent => (OutcomeStatus::AlreadyPresent, None),
@@ -369,84 +339,40 @@ async fn record(
                         (OutcomeStatus::Failed, Some(format!("The EHR answered {s}")))
                     }
                 };
-                outcomes.push(ItemOutcome {
-                    key,
-                    display: item.display.clone(),
-                    category: item.category,
-                    status,
-                    link: link(&entry.reference),
-                    reference: entry.reference,
-                    reason,
-                });
+                let reference = entry.reference.clone();
+                outcomes.push(outcome(item, status, reference.clone(), link(&reference), reason));
             }
             EntryRole::Document(keys) if entry.written() => {
-                document = entry.reference.clone();
-                for key in keys {
-                    let Some(item) = by_key.get(key.as_str()) else { continue };
-                    answered.insert(key.clone());
-                    outcomes.push(ItemOutcome {
-                        key,
-                        display: item.display.clone(),
-                        category: item.category,
-                        status: OutcomeStatus::InDocument,
-                        link: link(&entry.reference),
-                        reference: entry.reference.clone(),
-                        reason: None,
-                    });
+                for item in keys.iter().filter_map(|k| by_key.get(k.as_str())) {
+                    let reference = entry.reference.clone();
+                    let status = OutcomeStatus::InDocument;
+                    outcomes.push(outcome(item, status, reference.clone(), link(&reference), None));
                 }
             }
-            EntryRole::Provenance => provenance.extend(entry.reference),
             _ => {}
         }
     }
     // Items the write never reached (it stopped, or the document was refused in every format).
+    let answered: HashSet<String> = outcomes.iter().map(|o| o.key.clone()).collect();
+    let name = &ehr.config.name;
     for item in plan.direct.iter().chain(&plan.document).filter(|i| !answered.contains(&i.key)) {
-        outcomes.push(ItemOutcome {
-            key: item.key.clone(),
-            display: item.display.clone(),
-            category: item.category,
-            status: OutcomeStatus::Failed,
-            reference: None,
-            link: None,
-            reason: Some(format!(
-                "Not written: {} did not take it this time. It stays selected; try again.",
-                ehr.config.name
-            )),
-        });
+        let why =
+            format!("Not written: {name} did not take it this time. It stays selected; try again.");
+        outcomes.push(outcome(item, OutcomeStatus::Failed, None, None, Some(why)));
     }
     for item in &plan.not_writable {
-        outcomes.push(ItemOutcome {
-            key: item.key.clone(),
-            display: item.display.clone(),
-            category: item.category,
-            status: OutcomeStatus::Failed,
-            reference: None,
-            link: None,
-            reason: Some(format!(
-                "{} accepts neither {} records nor documents.",
-                ehr.config.name, item.resource_type
-            )),
-        });
+        let why = format!("{name} accepts neither {} records nor documents.", item.resource_type);
+        outcomes.push(outcome(item, OutcomeStatus::Failed, None, None, Some(why)));
     }
-    let result = WriteResult {
-        ehr: ehr.config.name.clone(),
-        plan: payer.config.name.clone(),
-        patient: target.patient_name.clone(),
-        written_at: now.to_owned(),
-        outcomes,
-        provenance,
-        document_format: document
-            .as_ref()
-            .and(report.document_format)
-            .map(|f| f.label().to_owned()),
-        document,
-        notes,
-    };
-    tracing::info!(ehr = %ehr.config.id, written = result.outcomes.len(), "write-back done");
+    outcomes
+}
 
-    // What is now in the chart is marked so and no longer selected.
+/// Keeps the outcome with the launch: what is now in the chart is marked so and no longer
+/// selected. Then tells the plan its suggestion was taken up (best effort: the write has
+/// happened).
+async fn record(owned: &OwnedLaunch, payer: &PayerRuntime, result: &WriteResult) {
     let feedback_card = {
-        let mut guard = launch.lock().await;
+        let mut guard = owned.lock().await;
         if let Some(history) = guard.history.as_mut() {
             let written: HashMap<&str, &Option<String>> = result
                 .outcomes
@@ -473,46 +399,15 @@ async fn record(
             })
         })
     };
-    // Tell the plan its suggestion was taken up (best effort: the write has happened).
     if let Some((index, Some(suggestion))) = feedback_card {
-        if let Err(e) = crate::plan::feedback_for_launch(
-            launch,
-            payer,
-            index,
-            crate::plan::FeedbackInput::Accept { suggestion },
-        )
-        .await
-        {
+        let accept = FeedbackInput::Accept { suggestion };
+        if let Err(e) = feedback_for_launch(owned, payer, index, accept).await {
             tracing::warn!(error = %e, "feedback after write-back failed");
         }
     }
-    result
 }
 
 /// The writes of a launch, newest last (for the printable summary after a reload).
-pub async fn results(
-    state: &AppState,
-    session: &Session,
-    launch_id: &str,
-) -> Result<Vec<WriteResult>, ServiceError> {
-    let launch = owned_launch(state, session, launch_id).await?;
-    let writes = launch.lock().await.writes.clone();
-    Ok(writes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn write_failures_say_what_happened_and_what_to_do() {
-        let status = |status: u16| fhir::FhirError::Status { status, outcome: None };
-        let too_large = write_failure_message("Sandbox EHR", &status(413));
-        assert!(too_large.contains("too large") && too_large.contains("smaller parts"));
-        assert!(write_failure_message("Sandbox EHR", &status(503)).contains("try again"));
-        let timeout = write_failure_message("Sandbox EHR", &fhir::FhirError::Timeout);
-        assert!(timeout.contains("not duplicated"));
-        let refused = write_failure_message("Sandbox EHR", &status(422));
-        assert!(refused.contains("HTTP 422") && refused.contains("selection is kept"));
-    }
+pub async fn results(owned: &OwnedLaunch) -> Vec<WriteResult> {
+    owned.lock().await.writes.clone()
 }

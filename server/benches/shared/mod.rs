@@ -54,3 +54,33 @@ pub fn history(
     assert_eq!(items.len(), count);
     items
 }
+
+/// The sandbox (in this process) with Member History registered for `public_url`, and the
+/// app's configuration for it written to `data/sandbox.toml`, as the `sandbox` binary does.
+pub async fn sandbox_for_app(
+    args: &sandbox::member_history::SandboxArgs,
+    public_url: &url::Url,
+    data: &std::path::Path,
+) -> (Sandbox, std::path::PathBuf) {
+    let registration =
+        sandbox::member_history::AppRegistration { public_url: public_url.clone(), jwks: None };
+    let sandbox = sandbox::member_history::start(args, &registration).await.unwrap();
+    let config = data.join("sandbox.toml");
+    let text = sandbox::member_history::app_config(&sandbox, public_url, data);
+    std::fs::write(&config, text).unwrap();
+    (sandbox, config)
+}
+
+/// The app in this process on a free port, against a sandbox as `args` says.
+pub async fn app_with_sandbox(
+    args: &sandbox::member_history::SandboxArgs,
+    data: &std::path::Path,
+    dist: std::path::PathBuf,
+) -> (server::startup::Running, Sandbox) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let public_url = url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+    let (sandbox, config) = sandbox_for_app(args, &public_url, data).await;
+    let mut cli = server::cli::Cli::for_tests(config, data.to_owned(), dist);
+    cli.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    (server::startup::start(cli).await.unwrap(), sandbox)
+}

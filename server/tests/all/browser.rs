@@ -5,35 +5,17 @@
 use crate::common;
 
 use common::browser::Browser;
-use server::cli::Cli;
 
-struct Running {
-    server: server::startup::Running,
-    _data: tempfile::TempDir,
-}
-
-impl Running {
-    fn sandbox(&self) -> &sandbox::Sandbox {
-        self.server.sandbox.as_ref().unwrap()
-    }
-}
+/// The app and its sandbox, for the tests below.
+type Running = common::TestServer;
 
 async fn start() -> Running {
     start_with(|_| {}).await
 }
 
-async fn start_with(adjust: impl FnOnce(&mut Cli)) -> Running {
-    let dist = common::dist_dir();
-    assert!(
-        dist.join("index.html").exists(),
-        "the app is not built at {}: run `trunk build --release` first (the README's test command does)",
-        dist.display()
-    );
-    let data = tempfile::tempdir().unwrap();
-    let mut cli = Cli::for_tests(data.path().to_owned(), dist);
-    adjust(&mut cli);
-    let server = server::startup::start(cli).await.unwrap();
-    Running { server, _data: data }
+async fn start_with(adjust: impl FnOnce(&mut common::Args)) -> Running {
+    Running::require_built_app();
+    Running::start_with(adjust, |_| {}).await
 }
 
 #[tokio::test]

@@ -72,11 +72,12 @@ async fn launch_review_add_to_chart_and_see_it_in_the_ehr() {
 #[tokio::test]
 async fn in_a_cross_site_ehr_frame_launch_review_and_add_to_chart() {
     TestServer::require_built_app();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let app = TestServer::start_with(
-        |cli| {
-            cli.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            cli.public_url = Some(url::Url::parse(&format!("http://localhost:{port}")).unwrap());
+        |args| {
+            args.app.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            args.app.public_url =
+                Some(url::Url::parse(&format!("http://localhost:{port}")).unwrap());
         },
         |_| {},
     )

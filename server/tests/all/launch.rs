@@ -255,7 +255,7 @@ async fn the_app_is_served_gzipped_and_fingerprinted_files_cached_for_good() {
     let wasm = vec![0u8; 64 * 1024];
     std::fs::write(dist.path().join("app-0123456789abcdef_bg.wasm"), &wasm).unwrap();
     let dir = dist.path().to_owned();
-    let driver = Driver::with(3600, |cli| cli.dist_dir = dir, |_| {}).await;
+    let driver = Driver::with(3600, |args| args.app.dist_dir = dir, |_| {}).await;
     let get = |path: &str| {
         Request::get(path)
             .header(header::ACCEPT_ENCODING, "gzip")

@@ -15,7 +15,7 @@ use common::Driver;
 use sandbox::fhir_api::Fault;
 
 /// The router and sandbox, with the EHR's deadline at 2 seconds.
-async fn driver(cli: impl FnOnce(&mut server::cli::Cli)) -> Driver {
+async fn driver(cli: impl FnOnce(&mut common::Args)) -> Driver {
     Driver::with(3600, cli, |config| config.ehrs[0].timeout_seconds = 2).await
 }
 

@@ -404,7 +404,8 @@ impl Builder {
 /// Organization and Provenance copies) to their `Type/id` in the EMR from earlier requests.
 /// In a transaction, entries of the same request are referred to by their fullUrl; in a
 /// batch they cannot be (FHIR leaves that undefined), so [`super::run`] sends what is
-/// referred to first.
+/// referred to first. Long on purpose: the part's entries, their references and its two
+/// Provenance resources are built in one pass so they cannot disagree.
 pub fn build_part(
     ctx: &WriteContext<'_>,
     content: &PartContent<'_>,

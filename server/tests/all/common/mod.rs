@@ -12,10 +12,12 @@ use std::path::PathBuf;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
+use sandbox::member_history::{self, AppRegistration, SandboxArgs};
 use server::cli::Cli;
 use server::frontend::Frontend;
 use server::session_store::PrunedMemoryStore;
-use server::startup::{prepare_with, Prepared, SandboxKeys};
+use server::startup::prepare_with;
+use service::AppState;
 use tower::ServiceExt;
 
 /// The workspace root.
@@ -30,6 +32,64 @@ pub fn dist_dir() -> PathBuf {
 
 /// The public URL the router-level tests pretend to serve at.
 pub const APP: &str = "http://mh.test";
+
+/// What a test may set before start: the app's command line, and (through `Deref`) the
+/// sandbox's switches.
+pub struct Args {
+    pub app: Cli,
+    pub sandbox: SandboxArgs,
+}
+
+impl std::ops::Deref for Args {
+    type Target = SandboxArgs;
+    fn deref(&self) -> &SandboxArgs {
+        &self.sandbox
+    }
+}
+
+impl std::ops::DerefMut for Args {
+    fn deref_mut(&mut self) -> &mut SandboxArgs {
+        &mut self.sandbox
+    }
+}
+
+impl Args {
+    fn new(data: &std::path::Path, dist: PathBuf) -> Self {
+        Args {
+            app: Cli::for_tests(data.join("sandbox.toml"), data.to_owned(), dist),
+            sandbox: SandboxArgs::for_tests(),
+        }
+    }
+}
+
+/// The app's state and the sandbox it was configured against.
+#[derive(Debug)]
+pub struct Prepared {
+    pub state: AppState,
+    pub sandbox: sandbox::Sandbox,
+}
+
+/// Starts the sandbox (in the test's process, as its own servers on loopback) with Member
+/// History registered for `public_url`, and writes the app's configuration for it to
+/// `args.app.config`, as the `sandbox` binary does. With `jwks`, the sandbox is given our
+/// keys instead of fetching them (tests that drive the router without a socket).
+pub async fn start_sandbox(
+    args: &Args,
+    public_url: &url::Url,
+    jwks: Option<jose::jwk::JwkSet>,
+) -> sandbox::Sandbox {
+    let registration = AppRegistration { public_url: public_url.clone(), jwks };
+    let sandbox = member_history::start(&args.sandbox, &registration).await.unwrap();
+    let data = args.app.data_dir.clone().unwrap();
+    std::fs::write(&args.app.config, member_history::app_config(&sandbox, public_url, &data))
+        .unwrap();
+    sandbox
+}
+
+/// A free loopback port (for a server whose URL must be known before it listens).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
 
 /// A response as the tests read it.
 #[derive(Debug)]
@@ -56,31 +116,40 @@ impl Driver {
         Self::with(token_ttl, |_| {}, |_| {}).await
     }
 
-    /// The router with the command line and configuration adjusted.
+    /// The router with the command line, the sandbox and the configuration adjusted.
     pub async fn with(
         token_ttl: u64,
-        cli_adjust: impl FnOnce(&mut Cli),
+        adjust: impl FnOnce(&mut Args),
         config_adjust: impl FnOnce(&mut service::AppConfig),
     ) -> Self {
         let data = tempfile::tempdir().unwrap();
-        let mut cli = Cli::for_tests(data.path().to_owned(), data.path().join("no-dist"));
-        cli.sandbox_token_ttl = token_ttl;
-        cli_adjust(&mut cli);
-        let prepared =
-            prepare_with(&cli, url::Url::parse(APP).unwrap(), SandboxKeys::Inline, config_adjust)
-                .await
-                .unwrap();
+        let mut args = Args::new(data.path(), data.path().join("no-dist"));
+        args.sandbox_token_ttl = token_ttl;
+        adjust(&mut args);
+        // Our key first, so the sandbox can be given it (there is no socket to fetch it from).
+        let key = jose::SigningKey::load_or_generate(
+            &data.path().join("signing-key-es384.pem"),
+            service::config::SigningAlg::ES384.jws(),
+        )
+        .unwrap();
+        let app = url::Url::parse(APP).unwrap();
+        let sandbox = start_sandbox(&args, &app, Some(key.jwks())).await;
+        let state = prepare_with(&args.app, config_adjust).unwrap();
+        let prepared = Prepared { state, sandbox };
         server::register_server_fns();
         let sessions = PrunedMemoryStore::new(prepared.state.config.limits.max_sessions);
-        let router =
-            server::router(prepared.state.clone(), Frontend::load(&cli.dist_dir), sessions.clone());
+        let router = server::router(
+            prepared.state.clone(),
+            Frontend::load(&args.app.dist_dir),
+            sessions.clone(),
+        );
         let http =
             reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         Driver { router, prepared, sessions, cookie: None, http, _data: data }
     }
 
     pub fn sandbox(&self) -> &sandbox::Sandbox {
-        self.prepared.sandbox.as_ref().unwrap()
+        &self.prepared.sandbox
     }
 
     /// Walks an EHR launch for `patient` to the review page; returns the launch id.
@@ -255,6 +324,7 @@ pub fn launch_error_code(body: &str) -> Option<String> {
 /// The real server and sandbox on loopback sockets (what the browser tests use).
 pub struct TestServer {
     pub server: server::startup::Running,
+    pub sandbox: sandbox::Sandbox,
     _data: tempfile::TempDir,
 }
 
@@ -263,15 +333,24 @@ impl TestServer {
         Self::start_with(|_| {}, |_| {}).await
     }
 
+    /// The app listening on a free port (or the one `adjust` sets), the sandbox in front of
+    /// it fetching our keys from our JWKS URL as a real EHR would.
     pub async fn start_with(
-        cli_adjust: impl FnOnce(&mut Cli),
+        adjust: impl FnOnce(&mut Args),
         config_adjust: impl FnOnce(&mut service::AppConfig),
     ) -> Self {
         let data = tempfile::tempdir().unwrap();
-        let mut cli = Cli::for_tests(data.path().to_owned(), dist_dir());
-        cli_adjust(&mut cli);
-        let server = server::startup::start_with(cli, config_adjust).await.unwrap();
-        TestServer { server, _data: data }
+        let mut args = Args::new(data.path(), dist_dir());
+        args.app.listen = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        adjust(&mut args);
+        let public_url =
+            args.app.public_url.clone().unwrap_or_else(|| {
+                url::Url::parse(&format!("http://{}", args.app.listen)).unwrap()
+            });
+        args.app.public_url = Some(public_url.clone());
+        let sandbox = start_sandbox(&args, &public_url, None).await;
+        let server = server::startup::start_with(args.app, config_adjust).await.unwrap();
+        TestServer { server, sandbox, _data: data }
     }
 
     /// Fails clearly when the Trunk build the browser needs is missing.
@@ -285,7 +364,7 @@ impl TestServer {
     }
 
     pub fn sandbox(&self) -> &sandbox::Sandbox {
-        self.server.sandbox.as_ref().unwrap()
+        &self.sandbox
     }
 
     /// The app's URL with `path` (no leading slash).
