@@ -260,23 +260,36 @@ fn MemberMismatch(
     }
 }
 
+/// What the clinician sends about a card: an accepted suggestion, or a dismissal with an
+/// optional reason and comment.
+type FeedbackSend =
+    Action<(Option<String>, Option<String>, Option<String>), Result<CardView, ApiError>>;
+
+/// The dismissal being written: kept by the card, so an answer from the plan (or an error)
+/// that redraws the actions keeps what the clinician chose and typed.
+#[derive(Clone, Copy)]
+struct Dismissal {
+    open: RwSignal<bool>,
+    reason: RwSignal<String>,
+    comment: RwSignal<String>,
+}
+
 #[component]
 fn Card(card: CardView) -> impl IntoView {
     let dismissing = RwSignal::new(false);
-    let reason =
-        RwSignal::new(card.override_reasons.first().map(|r| r.code.clone()).unwrap_or_default());
-    let comment = RwSignal::new(String::new());
+    let dismissal = Dismissal {
+        open: dismissing,
+        reason: RwSignal::new(
+            card.override_reasons.first().map(|r| r.code.clone()).unwrap_or_default(),
+        ),
+        comment: RwSignal::new(String::new()),
+    };
     let index = card.index;
-    let send = {
+    let send: FeedbackSend = {
         let launch = crate::launch_id();
         Action::new_local(move |input: &(Option<String>, Option<String>, Option<String>)| {
-            let sent = card_feedback(
-                launch.clone(),
-                index,
-                input.0.clone(),
-                input.1.clone(),
-                input.2.clone(),
-            );
+            let (suggestion, reason, comment) = input.clone();
+            let sent = card_feedback(launch.clone(), index, suggestion, reason, comment);
             async move {
                 let answer = sent.await;
                 if answer.is_ok() {
@@ -294,9 +307,7 @@ fn Card(card: CardView) -> impl IntoView {
     };
     let error = move || send.value().get().and_then(Result::err).map(|e| e.message);
     let indicator = card.indicator;
-    let suggestions = card.suggestions.clone();
-    let reasons = card.override_reasons.clone();
-    let feedback_allowed = card.feedback_allowed;
+    let actions = card.clone();
     view! {
         <li class=format!("card indicator-{}", indicator.as_str()) data-testid="plan-card" data-card-index=index>
             <h3 class="card-summary">
@@ -311,64 +322,74 @@ fn Card(card: CardView) -> impl IntoView {
                     None => view! { <span>{card.source_label.clone()}</span> }.into_any(),
                 }}
             </p>
-            {(!card.links.is_empty()).then(|| view! {
-                <ul class="card-links">
-                    {card.links.iter().map(|l| match l.kind {
-                        LinkKind::Web => view! { <li><a href=l.url.clone() target="_blank" rel="noopener noreferrer external">{l.label.clone()}</a></li> }.into_any(),
-                        LinkKind::PlanData => view! { <li class="muted">{format!("{} — the plan's data is shown on this page.", l.label)}</li> }.into_any(),
-                        LinkKind::OtherApp => view! { <li class="muted">{format!("{} — open this app from your EHR.", l.label)}</li> }.into_any(),
-                    }).collect_view()}
-                </ul>
-            })}
+            {(!card.links.is_empty()).then(|| view! { <CardLinks links=card.links.clone() /> })}
             {move || match feedback() {
                 Some(CardFeedback::Accepted { suggestion }) => view! { <p class="feedback done" data-testid="card-feedback">{format!("Accepted: {suggestion}. The plan has been told.")}</p> }.into_any(),
                 Some(CardFeedback::Dismissed { reason }) => view! {
                     <p class="feedback done" data-testid="card-feedback">{format!("Dismissed{}. The plan has been told.", reason.map(|r| format!(" ({r})")).unwrap_or_default())}</p>
                 }.into_any(),
-                None if !feedback_allowed => ().into_any(),
-                None => {
-                    let suggestions = suggestions.clone();
-                    let reasons = reasons.clone();
-                    view! {
-                        <div class="card-actions">
-                            {suggestions.into_iter().filter_map(|s| {
-                                let uuid = s.uuid.clone()?;
-                                Some(view! {
-                                    <button class="button" data-testid="accept-suggestion" disabled=move || send.pending().get()
-                                        on:click=move |_| { send.dispatch((Some(uuid.clone()), None, None)); }>
-                                        {format!("Accept: {}", s.label)}
-                                    </button>
-                                })
-                            }).collect_view()}
-                            <button class="button secondary" data-testid="dismiss-card" on:click=move |_| dismissing.set(true)>"Dismiss"</button>
-                            {move || dismissing.get().then(|| {
-                                let reasons = reasons.clone();
-                                view! {
-                                    <form class="dismiss-form" on:submit=move |ev: leptos::ev::SubmitEvent| {
-                                        ev.prevent_default();
-                                        let r = reason.get_untracked();
-                                        let c = comment.get_untracked();
-                                        send.dispatch((None, (!r.is_empty()).then_some(r), (!c.trim().is_empty()).then_some(c)));
-                                    }>
-                                        {(!reasons.is_empty()).then(|| view! {
-                                            <label>"Reason "
-                                                <select data-testid="override-reason" on:change=move |ev| reason.set(event_target_value(&ev)) prop:value=move || reason.get()>
-                                                    {reasons.iter().map(|r| view! { <option value=r.code.clone()>{r.display.clone()}</option> }).collect_view()}
-                                                </select>
-                                            </label>
-                                        })}
-                                        <label>"Comment (optional) "
-                                            <input type="text" maxlength="500" prop:value=move || comment.get() on:input=move |ev| comment.set(event_target_value(&ev)) />
-                                        </label>
-                                        <button class="button" type="submit" data-testid="send-dismiss" disabled=move || send.pending().get()>"Send"</button>
-                                    </form>
-                                }
-                            })}
-                        </div>
-                    }.into_any()
-                }
+                None if !actions.feedback_allowed => ().into_any(),
+                None => view! { <CardActions card=actions.clone() send dismissal /> }.into_any(),
             }}
             {move || error().map(|e| view! { <p class="error" role="alert">{e}</p> })}
         </li>
+    }
+}
+
+/// A card's links: web pages open apart; a SMART link to this plan's data is this page.
+#[component]
+fn CardLinks(links: Vec<api::LinkView>) -> impl IntoView {
+    view! {
+        <ul class="card-links">
+            {links.into_iter().map(|l| match l.kind {
+                LinkKind::Web => view! { <li><a href=l.url target="_blank" rel="noopener noreferrer external">{l.label}</a></li> }.into_any(),
+                LinkKind::PlanData => view! { <li class="muted">{format!("{} — the plan's data is shown on this page.", l.label)}</li> }.into_any(),
+                LinkKind::OtherApp => view! { <li class="muted">{format!("{} — open this app from your EHR.", l.label)}</li> }.into_any(),
+            }).collect_view()}
+        </ul>
+    }
+}
+
+/// Accept one of the card's suggestions, or dismiss it (with one of its reasons).
+#[component]
+fn CardActions(card: CardView, send: FeedbackSend, dismissal: Dismissal) -> impl IntoView {
+    let Dismissal { open: dismissing, reason, comment } = dismissal;
+    let reasons = card.override_reasons.clone();
+    view! {
+        <div class="card-actions">
+            {card.suggestions.into_iter().filter_map(|s| {
+                let uuid = s.uuid.clone()?;
+                Some(view! {
+                    <button class="button" data-testid="accept-suggestion" disabled=move || send.pending().get()
+                        on:click=move |_| { send.dispatch((Some(uuid.clone()), None, None)); }>
+                        {format!("Accept: {}", s.label)}
+                    </button>
+                })
+            }).collect_view()}
+            <button class="button secondary" data-testid="dismiss-card" on:click=move |_| dismissing.set(true)>"Dismiss"</button>
+            {move || dismissing.get().then(|| {
+                let reasons = reasons.clone();
+                view! {
+                    <form class="dismiss-form" on:submit=move |ev: leptos::ev::SubmitEvent| {
+                        ev.prevent_default();
+                        let r = reason.get_untracked();
+                        let c = comment.get_untracked();
+                        send.dispatch((None, (!r.is_empty()).then_some(r), (!c.trim().is_empty()).then_some(c)));
+                    }>
+                        {(!reasons.is_empty()).then(|| view! {
+                            <label>"Reason "
+                                <select data-testid="override-reason" on:change=move |ev| reason.set(event_target_value(&ev)) prop:value=move || reason.get()>
+                                    {reasons.iter().map(|r| view! { <option value=r.code.clone()>{r.display.clone()}</option> }).collect_view()}
+                                </select>
+                            </label>
+                        })}
+                        <label>"Comment (optional) "
+                            <input type="text" maxlength="500" prop:value=move || comment.get() on:input=move |ev| comment.set(event_target_value(&ev)) />
+                        </label>
+                        <button class="button" type="submit" data-testid="send-dismiss" disabled=move || send.pending().get()>"Send"</button>
+                    </form>
+                }
+            })}
+        </div>
     }
 }

@@ -28,15 +28,6 @@ pub enum IdentityField {
 }
 
 impl IdentityField {
-    /// Plain words for the page.
-    pub fn describe(self) -> &'static str {
-        match self {
-            IdentityField::BirthDate => "birth date",
-            IdentityField::Name => "name",
-            IdentityField::Sex => "sex",
-        }
-    }
-
     /// A stable code for logs and the audit record.
     pub fn code(self) -> &'static str {
         match self {

@@ -76,6 +76,30 @@ impl Fixture {
         })
     }
 
+    /// An EHR launch of `patient` authorized by `client`: what it keeps for the exchange, and
+    /// the callback query (the launch id too, for tests that reuse it).
+    async fn ehr_launch(
+        &self,
+        client: &SmartClient,
+        config: &smart::SmartConfiguration,
+        patient: &str,
+    ) -> (smart::PendingAuthorization, HashMap<String, String>, String) {
+        let launch = self.launch(patient);
+        let (url, pending) = client
+            .authorize(
+                config,
+                LaunchRequest {
+                    iss: self.sandbox.ehr_fhir_base(),
+                    launch: Some(&launch),
+                    scope: SCOPE,
+                },
+                jose::now(),
+            )
+            .unwrap();
+        let (_, callback) = self.authorize(&url).await;
+        (pending, callback, launch)
+    }
+
     /// Follows the authorize redirect; returns the callback query.
     async fn authorize(&self, url: &Url) -> (reqwest::StatusCode, HashMap<String, String>) {
         let r = self.http.get(url.clone()).send().await.unwrap();
@@ -118,15 +142,7 @@ async fn ehr_launch_with_private_key_jwt_returns_the_full_token_response() {
     let (f, _) = fixture().await;
     let config = f.config().await;
     let client = f.client("asym", ClientAuth::PrivateKeyJwt { key: f.key.clone() });
-    let launch = f.launch("pat-001");
-    let (url, pending) = client
-        .authorize(
-            &config,
-            LaunchRequest { iss: f.sandbox.ehr_fhir_base(), launch: Some(&launch), scope: SCOPE },
-            jose::now(),
-        )
-        .unwrap();
-    let (_, callback) = f.authorize(&url).await;
+    let (pending, callback, launch) = f.ehr_launch(&client, &config, "pat-001").await;
     assert_eq!(callback["state"], pending.state.expose());
     let token = client.exchange_code(&config, &pending, &callback["code"]).await.unwrap();
     assert!(token.access_token.expose().starts_with("eyJ"), "access token is a JWT");
@@ -189,32 +205,12 @@ async fn client_secret_basic_and_rs384_clients_authenticate() {
         ("rsa", ClientAuth::PrivateKeyJwt { key: Arc::new(rsa.clone()) }),
     ] {
         let client = f.client(id, auth);
-        let launch = f.launch("pat-002");
-        let (url, pending) = client
-            .authorize(
-                &config,
-                LaunchRequest {
-                    iss: f.sandbox.ehr_fhir_base(),
-                    launch: Some(&launch),
-                    scope: SCOPE,
-                },
-                jose::now(),
-            )
-            .unwrap();
-        let (_, callback) = f.authorize(&url).await;
+        let (pending, callback, _) = f.ehr_launch(&client, &config, "pat-002").await;
         let token = client.exchange_code(&config, &pending, &callback["code"]).await;
         assert!(token.is_ok(), "{id}: {token:?}");
     }
     let wrong = f.client("secret", ClientAuth::ClientSecretBasic { secret: Secret::new("guess") });
-    let launch = f.launch("pat-002");
-    let (url, pending) = wrong
-        .authorize(
-            &config,
-            LaunchRequest { iss: f.sandbox.ehr_fhir_base(), launch: Some(&launch), scope: SCOPE },
-            jose::now(),
-        )
-        .unwrap();
-    let (_, callback) = f.authorize(&url).await;
+    let (pending, callback, _) = f.ehr_launch(&wrong, &config, "pat-002").await;
     let err = wrong.exchange_code(&config, &pending, &callback["code"]).await.unwrap_err();
     assert!(
         matches!(err, SmartError::TokenRefused { ref error } if error == "invalid_client"),
@@ -276,15 +272,7 @@ async fn codes_are_single_use_and_bound_to_the_verifier() {
     let (f, _) = fixture().await;
     let config = f.config().await;
     let client = f.client("asym", ClientAuth::PrivateKeyJwt { key: f.key.clone() });
-    let launch = f.launch("pat-001");
-    let (url, mut pending) = client
-        .authorize(
-            &config,
-            LaunchRequest { iss: f.sandbox.ehr_fhir_base(), launch: Some(&launch), scope: SCOPE },
-            jose::now(),
-        )
-        .unwrap();
-    let (_, callback) = f.authorize(&url).await;
+    let (mut pending, callback, _) = f.ehr_launch(&client, &config, "pat-001").await;
     let right = pending.code_verifier.clone();
     pending.code_verifier = Secret::new("a-verifier-that-does-not-match-the-challenge-at-all-xx");
     let err = client.exchange_code(&config, &pending, &callback["code"]).await.unwrap_err();
@@ -341,15 +329,7 @@ async fn the_fhir_api_enforces_token_and_patient_scope() {
     let (f, _) = fixture().await;
     let config = f.config().await;
     let client = f.client("asym", ClientAuth::PrivateKeyJwt { key: f.key.clone() });
-    let launch = f.launch("pat-001");
-    let (url, pending) = client
-        .authorize(
-            &config,
-            LaunchRequest { iss: f.sandbox.ehr_fhir_base(), launch: Some(&launch), scope: SCOPE },
-            jose::now(),
-        )
-        .unwrap();
-    let (_, callback) = f.authorize(&url).await;
+    let (pending, callback, _) = f.ehr_launch(&client, &config, "pat-001").await;
     let token = client.exchange_code(&config, &pending, &callback["code"]).await.unwrap();
     let fhir = fhir::FhirClient::new(
         f.http.clone(),

@@ -210,7 +210,13 @@ pub fn write_failure_message(ehr: &str, e: &fhir::FhirError) -> String {
 
 /// The identity check's failure as the page shows it: which parts differ, never the values.
 pub fn mismatch(plan: &str, fields: Vec<pdex::identity::IdentityField>) -> api::MemberMismatch {
-    let parts: Vec<&str> = fields.iter().map(|f| f.describe()).collect();
+    use pdex::identity::IdentityField as F;
+    let words = |f: &F| match f {
+        F::BirthDate => "birth date",
+        F::Name => "name",
+        F::Sex => "sex",
+    };
+    let parts: Vec<&str> = fields.iter().map(words).collect();
     let differ = match parts.as_slice() {
         [one] => format!("the {one} differs"),
         [init @ .., last] => format!("the {} and {last} differ", init.join(", ")),
