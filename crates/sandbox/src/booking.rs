@@ -101,11 +101,7 @@ pub async fn form(State(page): State<Arc<BookingPage>>, Query(q): Query<BookQuer
                 input type="hidden" name="patient" value=(person.patient_id);
                 fieldset {
                     legend { "Appointment" }
-                    label { "Clinician "
-                        select name="practitioner" {
-                            @for c in synthetic::clinicians() { option value=(c.id) { "Dr. " (c.given) " " (c.family) } }
-                        }
-                    }
+                    label { "Clinician " (pages::clinician_select()) }
                     label { "Date " input type="date" name="date" value="2026-12-01" required; }
                     label { "Time " input type="time" name="time" value="09:30" required; }
                     label { "Reason " input type="text" name="reason" value="Follow-up visit"; }

@@ -140,13 +140,7 @@ async fn launcher(State(ehr): State<Arc<Ehr>>) -> Html<String> {
                     input type="hidden" name="client_id" value=(client.client_id);
                     fieldset {
                         legend { "Launch options" }
-                        label { "Signed-in clinician "
-                            select name="practitioner" {
-                                @for c in synthetic::clinicians() {
-                                    option value=(c.id) { "Dr. " (c.given) " " (c.family) }
-                                }
-                            }
-                        }
+                        label { "Signed-in clinician " (pages::clinician_select()) }
                         label { input type="checkbox" name="need_patient_banner" value="true" checked; " The app shows its own patient banner (need_patient_banner)" }
                         label { input type="checkbox" name="with_encounter" value="true"; " Launch within the patient's latest encounter" }
                         label { input type="checkbox" name="embedded" value="true"; " Open inside the EHR's 800×600 app frame" }

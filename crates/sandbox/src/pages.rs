@@ -21,6 +21,17 @@ label { display: block; margin: .3rem 0; }
 .muted { color: #5b6776; font-size: .9rem; }
 "#;
 
+/// The sandbox's clinicians to choose from (a `practitioner` field).
+pub fn clinician_select() -> Markup {
+    html! {
+        select name="practitioner" {
+            @for c in crate::synthetic::clinicians() {
+                option value=(c.id) { "Dr. " (c.given) " " (c.family) }
+            }
+        }
+    }
+}
+
 pub fn layout(title: &str, subtitle: &str, body: Markup) -> Html<String> {
     Html(
         html! {
