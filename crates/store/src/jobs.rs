@@ -1,0 +1,66 @@
+//! Background jobs: work that must outlive the request (and the server) that started it.
+//! A job is leased to one worker at a time; a lease that runs out (the server died) lets
+//! another worker take the job over.
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// Writing a launch's selection into the EMR.
+    WriteBack,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::WriteBack => "write-back",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "write-back" => Some(JobKind::WriteBack),
+            _ => None,
+        }
+    }
+}
+
+/// A job to queue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: JobKind,
+    /// Queuing the same key again while the job is not finished returns the queued job.
+    pub dedupe_key: Option<String>,
+    pub launch_id: Option<String>,
+    pub payload: Vec<u8>,
+    pub run_after: i64,
+    /// Leased at once to this worker for this many seconds (the request runs it itself, and
+    /// the queue takes over only if it never finishes).
+    pub leased_to: Option<(String, i64)>,
+}
+
+/// A job as a worker holds it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    pub kind: JobKind,
+    pub launch_id: Option<String>,
+    pub payload: Vec<u8>,
+    /// How many times it was leased, this time included.
+    pub attempts: i64,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOutcome {
+    Done,
+    Failed,
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobStatus {
+    Queued,
+    Running { attempts: i64 },
+    Done { result: Vec<u8> },
+    Failed { result: Vec<u8> },
+}

@@ -1,0 +1,171 @@
+//! The store's contract, run on both engines: SQLite always, PostgreSQL (a private server
+//! started here) where installed, and always under CI.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use store::testing::Postgres;
+use store::{AuditAction, AuditEntry, AuditOutcome, JobKind, JobOutcome, JobStatus, NewJob};
+use store::{Sealer, SqlStore, Store};
+
+fn sealer() -> Sealer {
+    Sealer::new(&[42; 32])
+}
+
+async fn each_engine(check: impl AsyncFn(Arc<dyn Store>)) {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqlStore::sqlite_in(dir.path(), sealer()).await.unwrap();
+    check(Arc::new(sqlite)).await;
+    if let Some(pg) = Postgres::start() {
+        let postgres = SqlStore::connect(&pg.url, sealer()).await.unwrap();
+        check(Arc::new(postgres)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_launch_update_from_a_stale_version_is_refused() {
+    each_engine(async |store| {
+        store.insert_launch("l1", b"one", 100).await.unwrap();
+        let read = store.load_launch("l1", 100).await.unwrap().unwrap();
+        assert_eq!((read.version, read.data.as_slice()), (1, b"one".as_slice()));
+        assert_eq!(store.update_launch("l1", 1, b"two", 101).await.unwrap(), Some(2));
+        assert_eq!(store.update_launch("l1", 1, b"lost", 102).await.unwrap(), None);
+        assert_eq!(store.load_launch("l1", 103).await.unwrap().unwrap().data, b"two");
+        assert!(store.load_launch("other", 103).await.unwrap().is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_new_history_snapshot_replaces_the_old_one() {
+    each_engine(async |store| {
+        store.insert_launch("l1", b"{}", 100).await.unwrap();
+        store.put_history("l1", "h1", b"first", 100).await.unwrap();
+        store.put_history("l1", "h2", b"second", 101).await.unwrap();
+        assert!(store.load_history("l1", "h1").await.unwrap().is_none());
+        assert_eq!(store.load_history("l1", "h2").await.unwrap().unwrap(), b"second");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sessions_expire_and_an_id_is_never_created_twice() {
+    each_engine(async |store| {
+        assert!(store.create_session("s1", b"a", 200).await.unwrap());
+        assert!(!store.create_session("s1", b"b", 200).await.unwrap());
+        store.save_session("s1", b"c", 200).await.unwrap();
+        assert_eq!(store.load_session("s1", 150).await.unwrap().unwrap(), b"c");
+        assert!(store.load_session("s1", 200).await.unwrap().is_none(), "expired");
+        assert_eq!(store.live_sessions(150).await.unwrap(), 1);
+        store.delete_session("s1").await.unwrap();
+        assert_eq!(store.live_sessions(150).await.unwrap(), 0);
+    })
+    .await;
+}
+
+fn job(key: &str) -> NewJob {
+    NewJob {
+        kind: JobKind::WriteBack,
+        dedupe_key: Some(key.into()),
+        launch_id: None,
+        payload: b"work".to_vec(),
+        run_after: 0,
+        leased_to: None,
+    }
+}
+
+#[tokio::test]
+async fn two_workers_never_hold_one_job() {
+    each_engine(async |store| {
+        let id = store.enqueue(job("k1"), 10).await.unwrap();
+        assert_eq!(store.enqueue(job("k1"), 11).await.unwrap(), id, "queued once");
+        // Many workers race for the one job at once.
+        let claims = futures::future::join_all((0..16).map(|w| {
+            let store = store.clone();
+            async move { store.claim(JobKind::WriteBack, &format!("w{w}"), 30, 20).await.unwrap() }
+        }))
+        .await;
+        let held: Vec<_> = claims.into_iter().flatten().collect();
+        assert_eq!(held.len(), 1, "exactly one worker holds the job");
+        assert_eq!(held[0].payload, b"work");
+        assert!(store.claim(JobKind::WriteBack, "late", 30, 49).await.unwrap().is_none());
+        // The holder dies: its lease runs out and another worker takes over.
+        let taken = store.claim(JobKind::WriteBack, "w-next", 30, 51).await.unwrap().unwrap();
+        assert_eq!((taken.id.as_str(), taken.attempts), (id.as_str(), 2));
+        let first = held[0].clone();
+        assert!(
+            !store.finish(&first.id, "not-the-holder", JobOutcome::Done, b"", 52).await.unwrap(),
+            "a lost lease cannot finish the job"
+        );
+        assert!(store.finish(&id, "w-next", JobOutcome::Done, b"ok", 53).await.unwrap());
+        assert_eq!(store.job(&id).await.unwrap(), Some(JobStatus::Done { result: b"ok".to_vec() }));
+        assert!(store.claim(JobKind::WriteBack, "again", 30, 100).await.unwrap().is_none());
+        assert_ne!(store.enqueue(job("k1"), 101).await.unwrap(), id, "a finished key is free");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn retention_deletes_idle_launches_and_expired_sessions_but_keeps_the_audit() {
+    each_engine(async |store| {
+        store.insert_launch("old", b"{}", 100).await.unwrap();
+        store.put_history("old", "h", b"items", 100).await.unwrap();
+        store.insert_launch("new", b"{}", 1_000).await.unwrap();
+        store.create_session("gone", b"", 500).await.unwrap();
+        store.create_session("live", b"", 5_000).await.unwrap();
+        let mut with_launch = job("j");
+        with_launch.launch_id = Some("old".into());
+        store.enqueue(with_launch, 100).await.unwrap();
+        store.audit(&entry(100_000)).await.unwrap();
+        let purged = store.purge(900, 500).await.unwrap();
+        assert_eq!((purged.launches, purged.sessions, purged.jobs), (1, 1, 1));
+        assert!(store.load_launch("old", 900).await.unwrap().is_none());
+        assert!(store.load_history("old", "h").await.unwrap().is_none());
+        assert!(store.load_launch("new", 900).await.unwrap().is_some());
+        assert!(store.load_session("live", 900).await.unwrap().is_some());
+        assert_eq!(store.audit_since(0).await.unwrap().len(), 1);
+    })
+    .await;
+}
+
+fn entry(at_ms: i64) -> AuditEntry {
+    AuditEntry {
+        at_ms,
+        action: AuditAction::PlanHistoryRead,
+        outcome: AuditOutcome::Success,
+        user: Some("Practitioner/1".into()),
+        ehr: "ehr".into(),
+        ehr_base: "http://ehr/fhir".into(),
+        patient: "p".into(),
+        plan: Some("plan".into()),
+        count: 3,
+        references: vec![],
+        note: None,
+    }
+}
+
+#[tokio::test]
+async fn the_audit_log_reads_back_from_a_time_in_order() {
+    each_engine(async |store| {
+        for at in [3_000, 1_000, 2_000] {
+            store.audit(&entry(at)).await.unwrap();
+        }
+        let since: Vec<i64> =
+            store.audit_since(2_000).await.unwrap().iter().map(|e| e.at_ms).collect();
+        assert_eq!(since, [2_000, 3_000]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_record_cannot_be_read_under_another_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::sqlite_in(dir.path(), sealer()).await.unwrap();
+    store.insert_launch("l", b"secret", 1).await.unwrap();
+    drop(store);
+    let other = SqlStore::sqlite_in(dir.path(), Sealer::new(&[1; 32])).await.unwrap();
+    assert!(other.load_launch("l", 2).await.is_err());
+    let raw = std::fs::read(dir.path().join("member-history.sqlite")).unwrap();
+    assert!(!raw.windows(6).any(|w| w == b"secret"), "nothing in clear on disk");
+}
