@@ -3,6 +3,7 @@
 //! - [`router`] builds every route from a [`ServerState`], so tests drive it without a socket.
 //! - [`startup`] reads the configuration file and serves.
 
+pub mod audit_export;
 pub mod cli;
 pub mod edge;
 pub mod frame_cookies;
@@ -11,7 +12,6 @@ pub mod logging;
 pub mod routes;
 pub mod security;
 pub mod serve;
-pub mod session_store;
 pub mod startup;
 
 use std::sync::Arc;
@@ -38,7 +38,7 @@ use crate::edge::ApiEdge;
 use crate::frontend::Frontend;
 use crate::routes::LaunchLimiter;
 use crate::security::SecurityHeaders;
-use crate::session_store::PrunedMemoryStore;
+use store::StoreSessions;
 
 /// What the routes share: the one `AppState`, the built app, the session store (a launch
 /// checks it has room) and the per-client launch rate limit.
@@ -46,14 +46,16 @@ use crate::session_store::PrunedMemoryStore;
 pub struct ServerState {
     pub app: AppState,
     pub frontend: Arc<Frontend>,
-    pub sessions: PrunedMemoryStore,
+    pub sessions: StoreSessions,
     pub launch_limiter: Arc<LaunchLimiter>,
 }
 
 /// Every route of the server.
-pub fn router(state: AppState, frontend: Frontend, sessions: PrunedMemoryStore) -> Router {
+pub fn router(state: AppState, frontend: Frontend) -> Router {
     let config = &state.config;
     let limits = &config.limits;
+    // In the store: sessions survive a restart and are shared by every server on it.
+    let sessions = StoreSessions::new(state.launches.store().clone(), limits.max_sessions);
     let security = Arc::new(SecurityHeaders::new(&config.public_url, &state.frame_ancestors()));
     // Saved on every request, so the idle timeout counts from the last use; a session is
     // only ever created when a launch writes into it.

@@ -12,6 +12,19 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     server::logging::init(cli.log_format);
+    if let Some(server::cli::Command::Audit { since, format }) = &cli.command {
+        let out = std::io::stdout().lock();
+        return match server::audit_export::export(&cli, *since, *format, out).await {
+            Ok(n) => {
+                tracing::info!(events = n, "audit log exported");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("the audit log could not be exported: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let running = match server::startup::start(cli).await {
         Ok(running) => running,
         Err(e) => {

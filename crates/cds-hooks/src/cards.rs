@@ -17,7 +17,7 @@ pub const DETAIL_LIMIT: usize = 20_000;
 pub const LABEL_LIMIT: usize = 200;
 
 /// A card that passed the checks.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CheckedCard {
     pub card: Card,
     pub indicator: Indicator,

@@ -58,6 +58,9 @@ pub struct AppConfig {
     /// What the server holds open and how long it waits (`[limits]`).
     #[serde(default)]
     pub limits: Limits,
+    /// Where launches, sessions, jobs and the audit log are kept (`[store]`).
+    #[serde(default)]
+    pub store: StoreConfig,
     /// The EHRs Member History may be launched from. Only these are ever contacted.
     #[serde(default, rename = "ehr")]
     pub ehrs: Vec<EhrConfig>,
@@ -139,6 +142,83 @@ impl Limits {
             }
             None => Ok(()),
         }
+    }
+}
+
+/// The database and how long patient data is kept in it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` or `postgres://USER@HOST:PORT/DB` (several servers share one
+    /// PostgreSQL). Default: the SQLite file `member-history.sqlite` in `data_dir`.
+    pub database_url: Option<String>,
+    /// The environment variable that may hold the database URL instead (so a password need
+    /// not be in this file); it wins over `database_url`.
+    pub database_url_env: String,
+    /// The environment variable that may hold the AES-256 key sealing stored records
+    /// (32 bytes, base64). Servers sharing a database must share the key.
+    pub key_env: String,
+    /// The key's file when the environment variable is not set; generated (mode 0600) when
+    /// absent. Default: `store.key` in `data_dir`.
+    pub key_file: Option<PathBuf>,
+    /// Hours after its last use that a launch's patient data (history, selection, tokens,
+    /// write results) is deleted. The audit log is kept.
+    pub retention_hours: u64,
+    /// Minutes between two purges of what is past retention (and of expired sessions).
+    pub purge_interval_minutes: u64,
+    /// Megabytes of recently reviewed histories kept parsed in memory per server; the rest
+    /// is read from the store when a request needs it.
+    pub history_cache_mb: u64,
+    /// Seconds a write-back holds its job; a server that stops mid-write leaves the job to
+    /// be finished by the next one to start (or to see the lease run out).
+    pub job_lease_seconds: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            database_url_env: "MH_DATABASE_URL".into(),
+            key_env: "MH_STORE_KEY".into(),
+            key_file: None,
+            retention_hours: 24,
+            purge_interval_minutes: 10,
+            history_cache_mb: 64,
+            job_lease_seconds: 300,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The database to open: the environment's, the file's, or SQLite in `data_dir`.
+    pub fn database_url(&self, data_dir: &std::path::Path) -> String {
+        std::env::var(&self.database_url_env)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| self.database_url.clone())
+            .unwrap_or_else(|| {
+                format!("sqlite://{}", data_dir.join("member-history.sqlite").display())
+            })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("retention_hours", self.retention_hours),
+            ("purge_interval_minutes", self.purge_interval_minutes),
+            ("job_lease_seconds", self.job_lease_seconds),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("store.{name} must be at least 1")));
+            }
+        }
+        if let Some(url) = &self.database_url {
+            if !["sqlite:", "postgres:", "postgresql:"].iter().any(|p| url.starts_with(p)) {
+                return Err(ConfigError::Invalid(
+                    "store.database_url must start with sqlite:// or postgres://".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -298,6 +378,7 @@ impl AppConfig {
     /// Fails fast on what would only break later: duplicate ids, non-HTTP URLs, missing secrets.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.limits.validate()?;
+        self.store.validate()?;
         if !matches!(self.public_url.scheme(), "http" | "https") {
             return Err(ConfigError::Invalid("public_url must be an http or https URL".into()));
         }

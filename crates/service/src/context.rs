@@ -21,7 +21,13 @@ pub async fn review_context(owned: &OwnedLaunch) -> Result<ReviewContext, Servic
         (Some(style), _) => Some(style.clone()),
         (None, Some(url)) => {
             let style = fetch_style(owned.state(), &ehr.config.issuer, url).await;
-            owned.lock().await.style = style.clone();
+            let kept = style.clone();
+            owned
+                .update(|launch| {
+                    launch.style = kept.clone();
+                    Ok(())
+                })
+                .await?;
             style
         }
         (None, None) => None,

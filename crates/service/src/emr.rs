@@ -10,7 +10,7 @@ use smart::Secret;
 use tokio::sync::Mutex;
 
 use crate::error::ServiceError;
-use crate::launch_state::Launch;
+use crate::launches::Versioned;
 use crate::state::{AppState, EhrRuntime};
 
 /// Seconds before expiry at which the access token is refreshed.
@@ -21,7 +21,7 @@ pub const REFRESH_MARGIN_SECS: u64 = 60;
 pub struct Emr<'a> {
     pub(crate) state: &'a AppState,
     pub(crate) ehr: &'a EhrRuntime,
-    pub(crate) launch: &'a Mutex<Launch>,
+    pub(crate) current: &'a Mutex<Versioned>,
 }
 
 impl Emr<'_> {
@@ -31,11 +31,11 @@ impl Emr<'_> {
         F: Fn(FhirClient, Secret) -> Fut,
         Fut: Future<Output = Result<T, FhirError>>,
     {
-        let (client, token) = self.current_token(false).await?;
-        match call(client, token).await {
+        let (client, token) = self.current_token(None).await?;
+        match call(client, token.clone()).await {
             Err(FhirError::Unauthorized { .. }) => {
                 // The EMR may have revoked the token early or our clock differs.
-                let (client, token) = self.current_token(true).await?;
+                let (client, token) = self.current_token(Some(&token)).await?;
                 call(client, token).await.map_err(ServiceError::from)
             }
             other => other.map_err(ServiceError::from),
@@ -66,33 +66,61 @@ impl Emr<'_> {
 
     /// The launched patient's record.
     pub async fn patient(&self) -> Result<Value, ServiceError> {
-        let id = self.launch.lock().await.patient_id.clone();
+        let id = self.current.lock().await.launch.patient_id.clone();
         self.read("Patient", &id).await
     }
 
-    /// The EMR client and a current access token (refreshed when due, or always with
-    /// `force_refresh`). The refresh happens under the launch's lock, so two concurrent
-    /// calls refresh once.
+    /// The EMR client and a current access token: refreshed when due, or when the EMR
+    /// `refused` the one given. One refresh at a time per launch in this server; a refresh
+    /// another server made first (the store has newer tokens) is used instead of refreshing
+    /// again, since an EHR that rotates refresh tokens would refuse the second.
     pub async fn current_token(
         &self,
-        force_refresh: bool,
+        refused: Option<&Secret>,
     ) -> Result<(FhirClient, Secret), ServiceError> {
-        let mut launch = self.launch.lock().await;
-        let now = jose::now();
-        let due = launch.tokens.should_refresh(now, REFRESH_MARGIN_SECS) || force_refresh;
-        // Without a refresh token the token is used as it is; the EMR's 401 then ends access.
-        if let (true, Some(refresh_token)) = (due, launch.tokens.refresh_token.clone()) {
-            let issuer = &self.ehr.config.issuer;
-            let config = self.state.discovery.get(issuer).await.map_err(ServiceError::Refresh)?;
-            let response = self
-                .ehr
-                .client
-                .refresh(&config, &refresh_token)
-                .await
-                .map_err(ServiceError::Refresh)?;
-            launch.tokens.apply_refresh(&response, jose::now());
-            tracing::info!(ehr = %self.ehr.config.id, "access token refreshed");
+        let stale = |tokens: &smart::TokenSet| {
+            tokens.should_refresh(jose::now(), REFRESH_MARGIN_SECS)
+                || refused.is_some_and(|r| *r == tokens.access_token)
+        };
+        let launches = &self.state.launches;
+        let client = || self.state.fhir_client(self.ehr);
+        {
+            let current = self.current.lock().await;
+            if !stale(&current.launch.tokens) {
+                return Ok((client(), current.launch.tokens.access_token.clone()));
+            }
         }
-        Ok((self.state.fhir_client(self.ehr), launch.tokens.access_token.clone()))
+        let id = self.current.lock().await.launch.id.clone();
+        let gate = launches.refresh_lock(&id);
+        let _one_at_a_time = gate.lock().await;
+        let mut current = self.current.lock().await;
+        launches.reload(&mut current).await?;
+        let tokens = current.launch.tokens.clone();
+        // Without a refresh token the token is used as it is; the EMR's 401 then ends access.
+        let Some(refresh_token) = tokens.refresh_token.clone().filter(|_| stale(&tokens)) else {
+            return Ok((client(), tokens.access_token));
+        };
+        let issuer = &self.ehr.config.issuer;
+        let config = self.state.discovery.get(issuer).await.map_err(ServiceError::Refresh)?;
+        let response = match self.ehr.client.refresh(&config, &refresh_token).await {
+            Ok(response) => response,
+            Err(e) => {
+                // Another server may have refreshed (and rotated the refresh token) meanwhile.
+                launches.reload(&mut current).await?;
+                if current.launch.tokens.refresh_token.as_ref() != Some(&refresh_token) {
+                    return Ok((client(), current.launch.tokens.access_token.clone()));
+                }
+                return Err(ServiceError::Refresh(e));
+            }
+        };
+        let at = jose::now();
+        let access = launches
+            .update(&mut current, |launch| {
+                launch.tokens.apply_refresh(&response, at);
+                Ok(launch.tokens.access_token.clone())
+            })
+            .await?;
+        tracing::info!(ehr = %self.ehr.config.id, "access token refreshed");
+        Ok((client(), access))
     }
 }

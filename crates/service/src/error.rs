@@ -20,6 +20,8 @@ pub enum LaunchError {
     Smart(#[from] SmartError),
     #[error("session store: {0}")]
     Session(#[from] tower_sessions::session::Error),
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
 }
 
 impl LaunchError {
@@ -28,7 +30,7 @@ impl LaunchError {
             LaunchError::MissingIssuer => LaunchErrorCode::MissingIssuer,
             LaunchError::UnknownIssuer => LaunchErrorCode::UnknownIssuer,
             LaunchError::NoPatient => LaunchErrorCode::NoPatient,
-            LaunchError::Session(_) => LaunchErrorCode::Internal,
+            LaunchError::Session(_) | LaunchError::Store(_) => LaunchErrorCode::Internal,
             LaunchError::Smart(e) => {
                 LaunchErrorCode::parse(e.code()).unwrap_or(LaunchErrorCode::Internal)
             }
@@ -63,6 +65,9 @@ pub enum ServiceError {
     Stale,
     #[error("session store: {0}")]
     Session(#[from] tower_sessions::session::Error),
+    /// The launch's saved state could not be read or written.
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
 }
 
 /// A request that cannot be carried out as asked (the page's order of steps, or a crafted
@@ -84,6 +89,7 @@ pub enum Refusal {
     NoSuchItem,
     AnswerChanged,
     PlanDataUnavailable,
+    WriteInProgress,
 }
 
 impl From<Refusal> for ServiceError {
@@ -110,6 +116,7 @@ impl Refusal {
             Refusal::NoSuchItem => "That item is not in the plan's history.",
             Refusal::AnswerChanged => "The plan's answer changed since the history was loaded. Reload the history and select again.",
             Refusal::PlanDataUnavailable => "The plan's data is not available.",
+            Refusal::WriteInProgress => "This patient's selection is already being added to the chart (from another tab, or a moment ago). Wait a moment and reload the page to see the result.",
         }
     }
 }
@@ -129,7 +136,7 @@ pub enum PlanFailure {
 
 /// Why a plan that matched the member gives no data to review: kept with the answer and
 /// shown on the page.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum DataProblem {
     #[error("no pointer to the member's data")]
     NoPointer,
@@ -253,6 +260,7 @@ impl ServiceError {
             ServiceError::Write { ehr, cause: WriteFailure::Refused(e) } => (ErrorCode::EhrUnavailable, write_failure_message(ehr, e)),
             ServiceError::Write { ehr, cause: WriteFailure::NothingAccepted } => (ErrorCode::EhrUnavailable, format!("{ehr} accepts none of the selected kinds of record.")),
             ServiceError::Stale => (ErrorCode::Stale, "The plan's answer was replaced in another tab while this was sent, so it is not recorded here. Reload the page to see the current cards.".into()),
+            ServiceError::Store(_) => (ErrorCode::Internal, "Member History could not read or save this patient's review just now. Nothing was lost: try again in a moment.".into()),
             ServiceError::NotConfigured(_) | ServiceError::Session(_) => internal,
         }
     }
@@ -264,7 +272,7 @@ impl ServiceError {
             ServiceError::NotInSession | ServiceError::Refused(_) | ServiceError::Stale => {
                 tracing::info!(error = %self, "request refused")
             }
-            ServiceError::NotConfigured(_) | ServiceError::Session(_) => {
+            ServiceError::NotConfigured(_) | ServiceError::Session(_) | ServiceError::Store(_) => {
                 tracing::error!(error = %self, "internal error")
             }
             _ => tracing::warn!(error = %self, "request failed"),

@@ -3,7 +3,6 @@
 //! so a reload or a second tab finds both as they were.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use api::{HistoryView, ItemDetail, SelectionSummary};
 use fhir::ResourceExt;
@@ -30,13 +29,14 @@ pub async fn load(owned: &OwnedLaunch, refresh: bool) -> Result<HistoryView, Ser
     let plan = follow_if_needed(owned, &payer, plan).await;
     let access = confirmed_access(&payer, &plan)?;
     if !refresh {
-        let held = owned.lock().await.history.clone();
+        let held = owned.snapshot().await.history;
         if let Some(history) = held.filter(|h| h.is_for(&plan.payer_id, &access.patient)) {
-            return Ok(history.view(&payer.config.name));
+            let items = owned.items(&history).await?;
+            return Ok(history.view(&items, &payer.config.name));
         }
     }
     let (read, access) = read_history(owned, &payer, access).await?;
-    Ok(keep(owned, &payer, &plan, access, read).await)
+    keep(owned, &payer, &plan, access, read).await
 }
 
 /// What one read of the plan's history found.
@@ -89,46 +89,74 @@ async fn read_history(
     Ok((Read { items, own, notes }, access))
 }
 
-/// Keeps a fresh read with the launch: a refresh keeps the clinician's choices for items still
-/// there; new items get the default.
+/// Keeps a fresh read with the launch (its items as a new snapshot in the store): a refresh
+/// keeps the clinician's choices for items still there; new items get the default.
 async fn keep(
     owned: &OwnedLaunch,
     payer: &PayerRuntime,
     plan: &PlanState,
     access: PlanAccess,
     read: Read,
-) -> HistoryView {
-    let mut guard = owned.lock().await;
-    let previous = guard.history.take().filter(|h| h.is_for(&plan.payer_id, &access.patient));
-    let known: HashSet<&str> =
-        previous.iter().flat_map(|old| old.items.iter().map(|i| i.key.as_str())).collect();
+) -> Result<HistoryView, ServiceError> {
+    let previous =
+        owned.snapshot().await.history.filter(|h| h.is_for(&plan.payer_id, &access.patient));
+    let known: HashSet<String> = match &previous {
+        // A snapshot already purged leaves nothing to carry over.
+        Some(old) => owned
+            .items(old)
+            .await
+            .map(|items| items.iter().map(|i| i.key.clone()).collect())
+            .unwrap_or_default(),
+        None => HashSet::new(),
+    };
     let selected: HashSet<String> = read
         .items
         .iter()
         .filter(|i| match &previous {
-            Some(old) if known.contains(i.key.as_str()) => old.selected.contains(&i.key),
+            Some(old) if known.contains(&i.key) => old.selected.contains(&i.key),
             _ => i.selected_by_default(),
         })
         .map(|i| i.key.clone())
         .collect();
+    let item_count = read.items.len();
+    crate::audit::record(
+        owned,
+        crate::audit::Access {
+            action: store::AuditAction::PlanHistoryRead,
+            outcome: store::AuditOutcome::Success,
+            plan: Some(&plan.payer_id),
+            count: item_count,
+            references: read.items.iter().map(|i| i.key.clone()).collect(),
+            note: None,
+        },
+    )
+    .await?;
+    let (items_id, items) = owned.state().launches.put_items(owned.id(), read.items).await?;
     let history = HistoryState {
         payer_id: plan.payer_id.clone(),
         member_patient: access.patient.clone(),
-        items: Arc::new(read.items),
+        items_id,
+        item_count,
         selected,
+        written: Default::default(),
         own: read.own,
         notes: read.notes,
         fetched_at: now_rfc3339(),
     };
-    let view = history.view(&payer.config.name);
-    guard.history = Some(history);
-    // The token may have been renewed for this read: keep it with the same member.
-    if let Some(held) = guard.plan.as_mut().and_then(|p| p.member.access_mut()) {
-        if held.patient == access.patient && held.fhir_base == access.fhir_base {
-            *held = access;
-        }
-    }
-    view
+    let view = history.view(&items, &payer.config.name);
+    owned
+        .update(|launch| {
+            launch.history = Some(history.clone());
+            // The token may have been renewed for this read: keep it with the same member.
+            if let Some(held) = launch.plan.as_mut().and_then(|p| p.member.access_mut()) {
+                if held.patient == access.patient && held.fhir_base == access.fhir_base {
+                    *held = access.clone();
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(view)
 }
 
 async fn capability(payer: &PayerRuntime, client: &fhir::FhirClient, token: Option<&str>) -> Value {
@@ -154,7 +182,7 @@ async fn capability(payer: &PayerRuntime, client: &fhir::FhirClient, token: Opti
 /// The EMR's own resources of the review's types for the patient (to find what the chart
 /// already holds), and notes on what could not be read.
 async fn chart(owned: &OwnedLaunch) -> (Vec<Value>, Vec<String>) {
-    let patient = owned.lock().await.patient_id.clone();
+    let patient = owned.snapshot().await.patient_id;
     let emr = owned.emr();
     let searches =
         pdex::model::history_resource_types().into_iter().map(|resource_type| {
@@ -201,7 +229,7 @@ async fn own_parties(owned: &OwnedLaunch) -> Own {
             own.organization_names.push(entry.clone());
         }
     }
-    let fhir_user = owned.lock().await.fhir_user.clone();
+    let fhir_user = owned.snapshot().await.fhir_user;
     let Some(reference) = fhir_user.as_deref().and_then(|u| fhir::Reference::parse(u).local())
     else {
         return own;
@@ -225,26 +253,35 @@ pub async fn set_selection(
     keys: &[String],
     selected: bool,
 ) -> Result<SelectionSummary, ServiceError> {
-    let mut guard = owned.lock().await;
-    let history = guard.history.as_mut().ok_or(Refusal::LoadHistoryFirst)?;
-    let known: HashSet<&str> = history.items.iter().map(|i| i.key.as_str()).collect();
-    for key in keys.iter().filter(|k| known.contains(k.as_str())) {
-        if selected {
-            history.selected.insert(key.clone());
-        } else {
-            history.selected.remove(key);
-        }
-    }
-    Ok(SelectionSummary { selected: history.selected.len() })
+    let held = owned.snapshot().await.history.ok_or(Refusal::LoadHistoryFirst)?;
+    let items = owned.items(&held).await?;
+    let known: HashSet<&str> = items.iter().map(|i| i.key.as_str()).collect();
+    owned
+        .update(|launch| {
+            let history = launch.history.as_mut().ok_or(Refusal::LoadHistoryFirst)?;
+            // The history was read again (another tab) since: these keys were of the old one.
+            if history.items_id != held.items_id {
+                return Err(Refusal::AnswerChanged.into());
+            }
+            for key in keys.iter().filter(|k| known.contains(k.as_str())) {
+                if selected {
+                    history.selected.insert(key.clone());
+                } else {
+                    history.selected.remove(key);
+                }
+            }
+            Ok(SelectionSummary { selected: history.selected.len() })
+        })
+        .await
 }
 
 /// Everything about one item, raw resource included.
 pub async fn item_detail(owned: &OwnedLaunch, key: &str) -> Result<ItemDetail, ServiceError> {
-    let guard = owned.lock().await;
-    let history = guard.history.as_ref().ok_or(Refusal::LoadHistoryFirst)?;
-    let item = history.items.iter().find(|i| i.key == key).ok_or(Refusal::NoSuchItem)?;
+    let history = owned.snapshot().await.history.ok_or(Refusal::LoadHistoryFirst)?;
+    let items = owned.items(&history).await?;
+    let item = items.iter().find(|i| i.key == key).ok_or(Refusal::NoSuchItem)?;
     Ok(ItemDetail {
         raw_json: serde_json::to_string_pretty(&item.resource).unwrap_or_default(),
-        item: item.clone(),
+        item: history.current(item),
     })
 }

@@ -123,7 +123,7 @@ pub async fn complete(
             .and_then(|c| crate::plan::from_app_context(state, c)),
     };
     let id = launch.id.clone();
-    state.launches.insert(launch).await;
+    state.launches.insert(&launch).await?;
     // A new session id once signed in, so an id planted before the launch is worthless.
     session.cycle_id().await?;
     session::add_launch(session, &id).await?;

@@ -1,24 +1,23 @@
 //! What a launch holds, as data: the launch, the plan's answer (in the states it really goes
 //! through), the history under review and the selection. No use case lives here.
 //!
-//! Launches live server side, keyed by an opaque random id. The browser session only records
-//! which launch ids it owns; everything a launch accumulates sits behind the launch's own
-//! lock, so concurrent requests from two tabs never overwrite each other's changes.
+//! Launches live in the store (`crate::launches`), keyed by an opaque random id, as one
+//! sealed record each; the history's items are a record of their own, read only when a
+//! request needs them. The browser session only records which launch ids it owns.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use api::{CardFeedback, HistoryView, LaunchKind, MemberIdSource, PlanMember};
 use cds_hooks::CheckedCard;
 use pdex::filter::Own;
 use pdex::HistoryItem;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use smart::{Secret, TokenSet};
-use tokio::sync::{Mutex, RwLock};
 use url::Url;
 
 /// Everything known about one SMART launch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Launch {
     pub id: String,
     pub ehr_id: String,
@@ -53,7 +52,7 @@ pub struct Launch {
 }
 
 /// Who the member is, once identified from the EMR's coverage (or typed by the clinician).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Identified {
     pub payer_id: String,
     pub coverage: Option<Value>,
@@ -62,7 +61,7 @@ pub struct Identified {
 }
 
 /// Access to the member's data at the plan.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanAccess {
     pub fhir_base: Url,
     /// The member's Patient id at the plan.
@@ -74,7 +73,7 @@ pub struct PlanAccess {
 
 /// How far Member History got with the member the plan answered about. Only `Confirmed`
 /// lets anything of the plan's be shown or written.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MemberState {
     /// The plan did not match the member (its hook answered other than 200).
     NotMatched,
@@ -127,7 +126,7 @@ impl MemberState {
 }
 
 /// What a launch knows of the plan.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanState {
     pub payer_id: String,
     /// The CDS service asked; `None` for a launch from a card link (no hook call of ours).
@@ -141,13 +140,20 @@ pub struct PlanState {
 }
 
 /// The history of a launch, as reviewed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HistoryState {
     pub payer_id: String,
     /// The member's Patient id at the plan the items came from.
     pub member_patient: String,
-    pub items: Arc<Vec<HistoryItem>>,
+    /// The stored snapshot of the items (`crate::launches::Launches::items`): new with every
+    /// read of the plan, so a request never mixes one read's selection with another's items.
+    pub items_id: String,
+    /// How many items the snapshot holds.
+    pub item_count: usize,
     pub selected: HashSet<String>,
+    /// Items written into the chart since the read, with the chart's reference when known.
+    #[serde(default)]
+    pub written: BTreeMap<String, Option<String>>,
     pub own: Own,
     pub notes: Vec<String>,
     pub fetched_at: String,
@@ -159,12 +165,26 @@ impl HistoryState {
         self.payer_id == payer_id && self.member_patient == member_patient
     }
 
-    pub fn view(&self, payer: &str) -> HistoryView {
+    /// An item as the review shows it now: once written, it is in the chart.
+    pub fn current(&self, item: &HistoryItem) -> HistoryItem {
+        let mut item = item.clone();
+        if let Some(reference) = self.written.get(&item.key) {
+            item.duplicate_of = reference.clone().or_else(|| Some("written".into()));
+        }
+        item
+    }
+
+    pub fn view(&self, items: &[HistoryItem], payer: &str) -> HistoryView {
         HistoryView {
             payer: payer.to_owned(),
-            items: self.items.iter().map(|i| pdex::ReviewRow::new(i, &self.own)).collect(),
-            selected: self
-                .items
+            items: items
+                .iter()
+                .map(|i| match self.written.contains_key(&i.key) {
+                    true => pdex::ReviewRow::new(&self.current(i), &self.own),
+                    false => pdex::ReviewRow::new(i, &self.own),
+                })
+                .collect(),
+            selected: items
                 .iter()
                 .filter(|i| self.selected.contains(&i.key))
                 .map(|i| i.key.clone())
@@ -174,55 +194,6 @@ impl HistoryState {
             notes: self.notes.clone(),
             fetched_at: self.fetched_at.clone(),
         }
-    }
-}
-
-#[derive(Debug)]
-struct Entry {
-    launch: Arc<Mutex<Launch>>,
-    last_used: std::time::Instant,
-}
-
-/// The server's launches, dropped after `idle` without use.
-#[derive(Debug)]
-pub struct LaunchStore {
-    idle: std::time::Duration,
-    entries: RwLock<HashMap<String, Entry>>,
-}
-
-impl LaunchStore {
-    pub fn new(idle: std::time::Duration) -> Self {
-        Self { idle, entries: RwLock::default() }
-    }
-
-    pub async fn insert(&self, launch: Launch) {
-        let mut entries = self.entries.write().await;
-        let idle = self.idle;
-        entries.retain(|_, e| e.last_used.elapsed() < idle);
-        entries.insert(
-            launch.id.clone(),
-            Entry { launch: Arc::new(Mutex::new(launch)), last_used: std::time::Instant::now() },
-        );
-    }
-
-    /// The launch, if it exists and has not idled out; touching it keeps it alive.
-    pub async fn get(&self, id: &str) -> Option<Arc<Mutex<Launch>>> {
-        let mut entries = self.entries.write().await;
-        let entry = entries.get_mut(id)?;
-        if entry.last_used.elapsed() >= self.idle {
-            entries.remove(id);
-            return None;
-        }
-        entry.last_used = std::time::Instant::now();
-        Some(entry.launch.clone())
-    }
-
-    pub async fn len(&self) -> usize {
-        self.entries.read().await.len()
-    }
-
-    pub async fn is_empty(&self) -> bool {
-        self.len().await == 0
     }
 }
 

@@ -2,19 +2,22 @@
 //! the SMART launch, access to the clinician's EMR, and what the review page shows.
 //!
 //! Layers, each importing only those above it: data ([`launch_state`], [`config`],
-//! [`error`]), runtime ([`state`]: the one `AppState`), handles ([`emr`], [`owned`]: a launch
+//! [`error`]), runtime ([`state`]: the one `AppState`; [`launches`]: launches in the store), handles ([`emr`], [`owned`]: a launch
 //! resolved once at the edge), use cases ([`launch`], [`context`], [`plan`], [`history`],
 //! [`writeback`]). Knows tower-sessions' `Session` type (only [`launch`] and
 //! [`owned::OwnedLaunch::resolve`] touch it), not axum or Leptos.
 
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod context;
 pub mod emr;
 pub mod error;
 pub mod history;
+pub mod jobs;
 pub mod launch;
 pub mod launch_state;
+pub mod launches;
 pub mod owned;
 pub mod plan;
 pub mod session;

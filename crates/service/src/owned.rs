@@ -5,20 +5,23 @@
 use std::sync::Arc;
 
 use api::LaunchId;
-use tokio::sync::{Mutex, MutexGuard};
+use pdex::HistoryItem;
+use tokio::sync::Mutex;
 use tower_sessions::Session;
 
 use crate::emr::Emr;
 use crate::error::{Refusal, ServiceError};
-use crate::launch_state::{Launch, PlanState};
+use crate::launch_state::{HistoryState, Launch, PlanState};
+use crate::launches::Versioned;
 use crate::session;
 use crate::state::{AppState, EhrRuntime, PayerRuntime};
 
-/// A launch checked to belong to the caller.
+/// A launch checked to belong to the caller, as this request read it from the store.
 #[derive(Debug)]
 pub struct OwnedLaunch {
     state: AppState,
-    launch: Arc<Mutex<Launch>>,
+    id: String,
+    current: Mutex<Versioned>,
     ehr: Arc<EhrRuntime>,
 }
 
@@ -31,10 +34,21 @@ impl OwnedLaunch {
         id: &LaunchId,
     ) -> Result<Self, ServiceError> {
         session::require_launch(session, id.as_str()).await?;
-        let launch = state.launches.get(id.as_str()).await.ok_or(ServiceError::NotInSession)?;
-        let ehr_id = launch.lock().await.ehr_id.clone();
-        let ehr = state.ehr(&ehr_id).cloned().ok_or(ServiceError::NotConfigured("EHR"))?;
-        Ok(Self { state: state.clone(), launch, ehr })
+        Self::load(state, id.as_str()).await
+    }
+
+    /// The launch `id` for work the server does on its own (a background job): no browser
+    /// session is involved, so only the server may call this.
+    pub async fn load(state: &AppState, id: &str) -> Result<Self, ServiceError> {
+        let current = state.launches.load(id).await?.ok_or(ServiceError::NotInSession)?;
+        let ehr =
+            state.ehr(&current.launch.ehr_id).cloned().ok_or(ServiceError::NotConfigured("EHR"))?;
+        Ok(Self { state: state.clone(), id: id.to_owned(), current: Mutex::new(current), ehr })
+    }
+
+    /// The launch's id.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     pub fn state(&self) -> &AppState {
@@ -47,23 +61,43 @@ impl OwnedLaunch {
 
     /// The launch's EMR, with its token kept current.
     pub fn emr(&self) -> Emr<'_> {
-        Emr { state: &self.state, ehr: &self.ehr, launch: &self.launch }
+        Emr { state: &self.state, ehr: &self.ehr, current: &self.current }
     }
 
-    /// The launch as it is now (a copy: the lock is not held across calls out).
+    /// The launch as it is now (a copy: nothing is held across calls out).
     pub async fn snapshot(&self) -> Launch {
-        self.launch.lock().await.clone()
+        self.current.lock().await.launch.clone()
     }
 
-    /// The launch itself, for a change made under its lock.
-    pub async fn lock(&self) -> MutexGuard<'_, Launch> {
-        self.launch.lock().await
+    /// Changes the launch and saves it (see [`crate::launches::Launches::update`]: `change`
+    /// may run again on what another request saved first).
+    pub async fn update<T>(
+        &self,
+        change: impl FnMut(&mut Launch) -> Result<T, ServiceError>,
+    ) -> Result<T, ServiceError> {
+        let mut current = self.current.lock().await;
+        self.state.launches.update(&mut current, change).await
+    }
+
+    /// Reads the launch again (what another request saved since this one read it).
+    pub async fn reload(&self) -> Result<Launch, ServiceError> {
+        let mut current = self.current.lock().await;
+        self.state.launches.reload(&mut current).await?;
+        Ok(current.launch.clone())
+    }
+
+    /// The items of a history snapshot of this launch.
+    pub async fn items(
+        &self,
+        history: &HistoryState,
+    ) -> Result<Arc<Vec<HistoryItem>>, ServiceError> {
+        self.state.launches.items(&self.id, &history.items_id).await
     }
 
     /// The plan's answer so far and the plan's runtime; fails until the plan has been asked
     /// (or the launch came from one of its card links).
     pub async fn plan(&self) -> Result<(PlanState, Arc<PayerRuntime>), ServiceError> {
-        let plan = self.launch.lock().await.plan.clone().ok_or(Refusal::AskPlanFirst)?;
+        let plan = self.current.lock().await.launch.plan.clone().ok_or(Refusal::AskPlanFirst)?;
         let payer = self.payer(&plan.payer_id)?;
         Ok((plan, payer))
     }

@@ -1,4 +1,4 @@
-//! The one `AppState`: configuration, HTTP client, keys, SMART clients and launches. Built
+//! The one `AppState`: configuration, HTTP client, keys, SMART clients and the store. Built
 //! once at start; cloned cheaply into handlers and server functions.
 
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use smart::{ClientAuth, Discovery, Secret, SmartClient};
 
 use crate::config::{AppConfig, ClientAuthConfig, EhrConfig, PayerConfig, PlanFhirAuth};
-use crate::launch_state::LaunchStore;
+use crate::launches::Launches;
 
 /// One configured EHR with its SMART client.
 #[derive(Debug)]
@@ -122,7 +122,9 @@ pub struct Inner {
     /// Shared so a launch's handle holds its EHR and plan directly (`crate::owned`).
     pub ehrs: Vec<Arc<EhrRuntime>>,
     pub payers: Vec<Arc<PayerRuntime>>,
-    pub launches: LaunchStore,
+    pub launches: Launches,
+    /// This server among those on the store (job leases name it).
+    pub worker_id: String,
 }
 
 #[derive(Debug, Clone)]
@@ -138,7 +140,11 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// Builds the state from a checked configuration and our signing key. Fails only when
     /// no HTTP client with our rules can be built (the TLS backend did not initialise).
-    pub fn new(config: AppConfig, signing_key: jose::SigningKey) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        config: AppConfig,
+        signing_key: jose::SigningKey,
+        store: Arc<dyn store::Store>,
+    ) -> Result<Self, reqwest::Error> {
         let limits = fhir::http::HttpLimits::default();
         let http = fhir::http::client(&limits)?;
         let signing_key = Arc::new(signing_key);
@@ -152,7 +158,7 @@ impl AppState {
             .iter()
             .map(|payer| PayerRuntime::new(payer, &config, &signing_key, &http).map(Arc::new))
             .collect::<Result<Vec<_>, reqwest::Error>>()?;
-        let idle = Duration::from_secs(config.session_idle_minutes.max(1) * 60);
+        let cache_bytes = config.store.history_cache_mb.saturating_mul(1024 * 1024);
         Ok(AppState(Arc::new(Inner {
             discovery: Discovery::new(http.clone(), Duration::from_secs(3600)),
             http,
@@ -160,9 +166,15 @@ impl AppState {
             signing_key,
             ehrs,
             payers,
-            launches: LaunchStore::new(idle),
+            launches: Launches::new(store, cache_bytes),
+            worker_id: uuid::Uuid::new_v4().to_string(),
             config,
         })))
+    }
+
+    /// How long a job is held before another server may take it over.
+    pub fn job_lease_secs(&self) -> i64 {
+        i64::try_from(self.config.store.job_lease_seconds).unwrap_or(i64::MAX)
     }
 
     pub fn ehr(&self, id: &str) -> Option<&Arc<EhrRuntime>> {

@@ -3,13 +3,13 @@
 //! retry. The outcome is kept with the launch for the printable summary.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use api::{ItemOutcome, OutcomeStatus, WritePreview, WriteResult};
 use pdex::writeback::{
     self as wb, EmrTarget, EntryRole, EntryStatus, PlanSource, WriteCapabilities,
 };
 use pdex::{Category, HistoryItem};
+use store::AuditOutcome;
 
 use crate::clock::now_rfc3339;
 use crate::emr::Emr;
@@ -39,27 +39,46 @@ async fn capabilities(owned: &OwnedLaunch) -> Result<WriteCapabilities, ServiceE
             caps
         }
     };
-    let granted = smart::scopes::ScopeSet::parse(&owned.lock().await.tokens.scope);
+    let granted = smart::scopes::ScopeSet::parse(&owned.snapshot().await.tokens.scope);
     caps.types.retain(|resource_type, _| {
         !granted.grants(resource_type, smart::scopes::Permission::Create).is_empty()
     });
     Ok(caps)
 }
 
-/// The selected items, in list order.
-fn selection(launch: &Launch) -> Result<(Arc<Vec<HistoryItem>>, Vec<usize>), ServiceError> {
+/// The items `keys` names (all the selection, without), as the review shows them now, in
+/// list order; their indexes in that list.
+async fn selection(
+    owned: &OwnedLaunch,
+    launch: &Launch,
+    keys: Option<&WriteJob>,
+) -> Result<(Vec<HistoryItem>, Vec<usize>), ServiceError> {
     let history = launch.history.as_ref().ok_or(Refusal::LoadHistoryFirst)?;
-    let chosen: Vec<usize> = history
-        .items
+    let chosen: HashSet<&str> = match keys {
+        // The history was read again since the write was asked for: its keys are not these.
+        Some(job) if job.items_id != history.items_id => return Err(Refusal::AnswerChanged.into()),
+        Some(job) => job.keys.iter().map(String::as_str).collect(),
+        None => history.selected.iter().map(String::as_str).collect(),
+    };
+    let items: Vec<HistoryItem> = owned
+        .items(history)
+        .await?
         .iter()
-        .enumerate()
-        .filter(|(_, i)| history.selected.contains(&i.key))
-        .map(|(n, _)| n)
+        .filter(|i| chosen.contains(i.key.as_str()))
+        .map(|i| history.current(i))
         .collect();
-    if chosen.is_empty() {
+    if items.is_empty() {
         return Err(Refusal::SelectSomething.into());
     }
-    Ok((history.items.clone(), chosen))
+    let indexes = (0..items.len()).collect();
+    Ok((items, indexes))
+}
+
+/// What a write-back job writes: the keys of one history snapshot.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct WriteJob {
+    pub items_id: String,
+    pub keys: Vec<String>,
 }
 
 fn per_group(items: &[&HistoryItem]) -> Vec<(Category, usize)> {
@@ -95,7 +114,7 @@ fn plan_write<'a>(
 /// What "Add to chart" will do.
 pub async fn preview(owned: &OwnedLaunch) -> Result<WritePreview, ServiceError> {
     let snapshot = owned.snapshot().await;
-    let (items, chosen) = selection(&snapshot)?;
+    let (items, chosen) = selection(owned, &snapshot, None).await?;
     let caps = capabilities(owned).await?;
     let plan = plan_write(&items, &chosen, &caps);
     Ok(WritePreview {
@@ -141,10 +160,95 @@ fn unwrap_ehr<T>(result: Result<T, ServiceError>) -> Result<T, fhir::FhirError> 
     })
 }
 
-/// Writes the selection the way the EHR takes it (one transaction, parts, batch or single
+/// Writes the selection into the EMR, as a job in the store held by this request: a second
+/// "Add to chart" while one runs (another tab, another server) is refused, and a write cut
+/// off by a crash is taken over by the next server to start ([`resume`]).
+pub async fn write(owned: &OwnedLaunch) -> Result<WriteResult, ServiceError> {
+    let snapshot = owned.snapshot().await;
+    let history = snapshot.history.as_ref().ok_or(Refusal::LoadHistoryFirst)?;
+    let mut keys: Vec<String> = history.selected.iter().cloned().collect();
+    if keys.is_empty() {
+        return Err(Refusal::SelectSomething.into());
+    }
+    keys.sort();
+    let job = WriteJob { items_id: history.items_id.clone(), keys };
+    let state = owned.state();
+    let store = state.launches.store();
+    let now = store::now();
+    let queued = store
+        .enqueue(
+            store::NewJob {
+                kind: store::JobKind::WriteBack,
+                dedupe_key: Some(format!("write-back:{}", owned.id())),
+                launch_id: Some(owned.id().to_owned()),
+                payload: serde_json::to_vec(&job).expect("a write job serialises"),
+                run_after: now,
+                leased_to: Some((state.worker_id.clone(), state.job_lease_secs())),
+            },
+            now,
+        )
+        .await?;
+    if !queued.new {
+        return Err(Refusal::WriteInProgress.into());
+    }
+    let result = write_selection(owned, &job).await;
+    let (outcome, body) = match &result {
+        Ok(done) => (store::JobOutcome::Done, serde_json::to_vec(done).unwrap_or_default()),
+        Err(_) => (store::JobOutcome::Failed, Vec::new()),
+    };
+    if let Err(e) = store.finish(&queued.id, &state.worker_id, outcome, &body, store::now()).await {
+        tracing::error!(error = %e, "write-back job not closed");
+    }
+    result
+}
+
+/// Finishes a write-back job whose server stopped before it ended: runs it again (what was
+/// written is recognised and not duplicated) or, when it cannot be, records with the launch
+/// that it was cut off, so the clinician sees it. Never leaves it without a record.
+pub async fn resume(owned: &OwnedLaunch, job: &WriteJob) -> Result<WriteResult, ServiceError> {
+    match write_selection(owned, job).await {
+        Ok(mut result) => {
+            result.notes.push("This write was interrupted (Member History's server stopped) and was finished when it started again.".into());
+            owned
+                .update(|launch| {
+                    if let Some(last) = launch.writes.last_mut() {
+                        last.notes.clone_from(&result.notes);
+                    }
+                    Ok(())
+                })
+                .await?;
+            Ok(result)
+        }
+        Err(e) => {
+            let ehr = owned.ehr().config.name.clone();
+            let note = format!("A write of {} selected items into {ehr} was interrupted (Member History's server stopped) and could not be finished. Some may be in the chart: reload the history, which marks what the chart holds, and add the rest again.", job.keys.len());
+            let snapshot = owned.snapshot().await;
+            let interrupted = WriteResult {
+                ehr,
+                plan: snapshot.plan.as_ref().map(|p| p.payer_id.clone()).unwrap_or_default(),
+                patient: String::new(),
+                written_at: now_rfc3339(),
+                outcomes: Vec::new(),
+                provenance: Vec::new(),
+                document_format: None,
+                document: None,
+                notes: vec![note],
+            };
+            owned
+                .update(|launch| {
+                    launch.writes.push(interrupted.clone());
+                    Ok(())
+                })
+                .await?;
+            Err(e)
+        }
+    }
+}
+
+/// Writes the chosen items the way the EHR takes them (one transaction, parts, batch or single
 /// creates; see `pdex::writeback`). Nothing is half-written within a part, the selection of
 /// what was not written is kept, and a retry finds what a lost answer had already written.
-pub async fn write(owned: &OwnedLaunch) -> Result<WriteResult, ServiceError> {
+async fn write_selection(owned: &OwnedLaunch, job: &WriteJob) -> Result<WriteResult, ServiceError> {
     let ehr = owned.ehr();
     let (plan_state, payer) = owned.plan().await?;
     let access = confirmed_access(&payer, &plan_state)?;
@@ -152,7 +256,7 @@ pub async fn write(owned: &OwnedLaunch) -> Result<WriteResult, ServiceError> {
     if snapshot.history.as_ref().is_some_and(|h| h.member_patient != access.patient) {
         return Err(Refusal::AnswerChanged.into());
     }
-    let (items, chosen) = selection(&snapshot)?;
+    let (items, chosen) = selection(owned, &snapshot, Some(job)).await?;
     let caps = capabilities(owned).await?;
     let write_plan = plan_write(&items, &chosen, &caps);
     let failed = |cause| ServiceError::Write { ehr: ehr.config.name.clone(), cause };
@@ -210,7 +314,7 @@ pub async fn write(owned: &OwnedLaunch) -> Result<WriteResult, ServiceError> {
         notes,
     };
     tracing::info!(ehr = %ehr.config.id, written = result.outcomes.len(), "write-back done");
-    record(owned, &payer, &result).await;
+    record(owned, &payer, &result).await?;
     Ok(result)
 }
 
@@ -368,46 +472,65 @@ fn outcomes(
 }
 
 /// Keeps the outcome with the launch: what is now in the chart is marked so and no longer
-/// selected. Then tells the plan its suggestion was taken up (best effort: the write has
-/// happened).
-async fn record(owned: &OwnedLaunch, payer: &PayerRuntime, result: &WriteResult) {
-    let feedback_card = {
-        let mut guard = owned.lock().await;
-        if let Some(history) = guard.history.as_mut() {
-            let written: HashMap<&str, &Option<String>> = result
-                .outcomes
-                .iter()
-                .filter(|o| o.status != OutcomeStatus::Failed)
-                .map(|o| (o.key.as_str(), &o.reference))
-                .collect();
-            let items = Arc::make_mut(&mut history.items);
-            for item in items.iter_mut() {
-                if let Some(reference) = written.get(item.key.as_str()) {
-                    item.duplicate_of =
-                        reference.as_ref().cloned().or_else(|| Some("written".into()));
-                    history.selected.remove(&item.key);
+/// selected; audited. Then tells the plan its suggestion was taken up (best effort: the
+/// write has happened).
+async fn record(
+    owned: &OwnedLaunch,
+    payer: &PayerRuntime,
+    result: &WriteResult,
+) -> Result<(), ServiceError> {
+    let written: Vec<(&str, &Option<String>)> = result
+        .outcomes
+        .iter()
+        .filter(|o| o.status != OutcomeStatus::Failed)
+        .map(|o| (o.key.as_str(), &o.reference))
+        .collect();
+    let mut references: Vec<String> =
+        written.iter().filter_map(|(_, r)| r.as_ref().cloned()).collect();
+    references.extend(result.provenance.iter().cloned());
+    references.extend(result.document.iter().cloned());
+    let failed = result.outcomes.iter().any(|o| o.status == OutcomeStatus::Failed);
+    crate::audit::record_done(
+        owned,
+        crate::audit::Access {
+            action: store::AuditAction::EmrWrite,
+            outcome: if failed { AuditOutcome::MinorFailure } else { AuditOutcome::Success },
+            plan: Some(&payer.config.id),
+            count: written.len(),
+            references,
+            note: failed.then(|| "some selected items were not written".into()),
+        },
+    )
+    .await;
+    let feedback_card = owned
+        .update(|launch| {
+            if let Some(history) = launch.history.as_mut() {
+                for (key, reference) in &written {
+                    history.written.insert((*key).to_owned(), (*reference).clone());
+                    history.selected.remove(*key);
                 }
             }
-        }
-        guard.writes.push(result.clone());
-        guard.plan.as_ref().and_then(|p| {
-            let index = p.cards.iter().position(|c| {
-                c.feedback_allowed && c.card.suggestions.iter().any(|s| s.uuid.is_some())
-            })?;
-            (!p.feedback.contains_key(&index)).then(|| {
-                (index, p.cards[index].card.suggestions.iter().find_map(|s| s.uuid.clone()))
-            })
+            launch.writes.push(result.clone());
+            Ok(launch.plan.as_ref().and_then(|p| {
+                let index = p.cards.iter().position(|c| {
+                    c.feedback_allowed && c.card.suggestions.iter().any(|s| s.uuid.is_some())
+                })?;
+                (!p.feedback.contains_key(&index)).then(|| {
+                    (index, p.cards[index].card.suggestions.iter().find_map(|s| s.uuid.clone()))
+                })
+            }))
         })
-    };
+        .await?;
     if let Some((index, Some(suggestion))) = feedback_card {
         let accept = FeedbackInput::Accept { suggestion };
         if let Err(e) = feedback_for_launch(owned, payer, index, accept).await {
             tracing::warn!(error = %e, "feedback after write-back failed");
         }
     }
+    Ok(())
 }
 
 /// The writes of a launch, newest last (for the printable summary after a reload).
 pub async fn results(owned: &OwnedLaunch) -> Vec<WriteResult> {
-    owned.lock().await.writes.clone()
+    owned.snapshot().await.writes
 }

@@ -39,7 +39,9 @@ impl AuditAction {
     fn fhir(self) -> (&'static str, &'static str, &'static str) {
         match self {
             AuditAction::PlanAsked => ("E", "operation", "Plan asked about the member"),
-            AuditAction::PlanHistoryRead => ("R", "search-type", "Member history read from the plan"),
+            AuditAction::PlanHistoryRead => {
+                ("R", "search-type", "Member history read from the plan")
+            }
             AuditAction::EmrWrite => ("C", "transaction", "Resources written into the EHR"),
             AuditAction::MemberMatchRefused => ("E", "operation", "Member match refused"),
         }
@@ -108,12 +110,11 @@ impl AuditEntry {
     /// The entry as a FHIR R4 `AuditEvent`, identified by its position in the log.
     pub fn to_fhir(&self, id: &str) -> Value {
         let (action, subtype, text) = self.action.fhir();
-        let recorded = time::OffsetDateTime::from_unix_timestamp_nanos(
-            i128::from(self.at_ms) * 1_000_000,
-        )
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default();
+        let recorded =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.at_ms) * 1_000_000)
+                .ok()
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                .unwrap_or_default();
         let mut entity = vec![json!({
             "what": { "reference": format!("{}/Patient/{}", self.ehr_base.trim_end_matches('/'), self.patient) },
             "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1", "display": "Person" },

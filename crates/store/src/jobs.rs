@@ -38,6 +38,14 @@ pub struct NewJob {
     pub leased_to: Option<(String, i64)>,
 }
 
+/// What queuing gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: String,
+    /// `false` when a job with the same dedupe key was already queued or running.
+    pub new: bool,
+}
+
 /// A job as a worker holds it.
 #[derive(Debug, Clone)]
 pub struct Job {

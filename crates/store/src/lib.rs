@@ -15,7 +15,7 @@ mod sql;
 pub mod testing;
 
 pub use audit::{AuditAction, AuditEntry, AuditOutcome};
-pub use jobs::{Job, JobKind, JobOutcome, JobStatus, NewJob};
+pub use jobs::{Enqueued, Job, JobKind, JobOutcome, JobStatus, NewJob};
 pub use seal::Sealer;
 pub use sessions::StoreSessions;
 pub use sql::{Engine, SqlStore};
@@ -92,8 +92,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Sessions not yet expired.
     async fn live_sessions(&self, now: i64) -> Result<u64, StoreError>;
 
-    /// Queues a job; with a `dedupe_key` already queued, the existing job's id.
-    async fn enqueue(&self, job: NewJob, now: i64) -> Result<String, StoreError>;
+    /// Queues a job; with a `dedupe_key` already queued (and not finished), the existing
+    /// job, not new.
+    async fn enqueue(&self, job: NewJob, now: i64) -> Result<Enqueued, StoreError>;
     /// Leases the next due job of `kind` (queued, or running with an expired lease) to
     /// `worker` until `now + lease`. Two workers never hold one job.
     async fn claim(

@@ -20,6 +20,15 @@ impl StoreSessions {
         Self { store, max_sessions: u64::try_from(max_sessions.max(1)).unwrap_or(u64::MAX) }
     }
 
+    /// Sessions not yet expired (0 when the store cannot say).
+    pub async fn len(&self) -> u64 {
+        self.store.live_sessions(crate::now()).await.unwrap_or(0)
+    }
+
+    pub async fn is_empty(&self) -> bool {
+        self.len().await == 0
+    }
+
     /// Whether a new session would be refused.
     pub async fn is_full(&self) -> bool {
         match self.store.live_sessions(crate::now()).await {
@@ -71,8 +80,7 @@ impl SessionStore for StoreSessions {
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        let data =
-            self.store.load_session(&id.to_string(), crate::now()).await.map_err(backend)?;
+        let data = self.store.load_session(&id.to_string(), crate::now()).await.map_err(backend)?;
         data.map(|bytes| {
             serde_json::from_slice(&bytes).map_err(|e| session_store::Error::Decode(e.to_string()))
         })

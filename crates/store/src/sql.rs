@@ -9,7 +9,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 use crate::audit::AuditEntry;
-use crate::jobs::{Job, JobKind, JobOutcome, JobStatus, NewJob};
+use crate::jobs::{Enqueued, Job, JobKind, JobOutcome, JobStatus, NewJob};
 use crate::seal::Sealer;
 use crate::{Purged, Store, StoreError, StoredLaunch};
 
@@ -72,6 +72,17 @@ impl SqlStore {
             .map_err(|e| StoreError::Key(format!("{}: {e}", data_dir.display())))?;
         let path = data_dir.join("member-history.sqlite");
         Self::connect(&format!("sqlite://{}", path.display()), sealer).await
+    }
+
+    /// The unfinished job queued under `key`.
+    async fn pending_with(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id FROM jobs WHERE dedupe_key = $1 AND state IN ('queued', 'running')",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
     pub fn engine(&self) -> Engine {
@@ -252,16 +263,10 @@ impl Store for SqlStore {
         Ok(u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0))
     }
 
-    async fn enqueue(&self, job: NewJob, now: i64) -> Result<String, StoreError> {
+    async fn enqueue(&self, job: NewJob, now: i64) -> Result<Enqueued, StoreError> {
         if let Some(key) = &job.dedupe_key {
-            let row = sqlx::query(
-                "SELECT id FROM jobs WHERE dedupe_key = $1 AND state IN ('queued', 'running')",
-            )
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-            if let Some(row) = row {
-                return Ok(row.try_get(0)?);
+            if let Some(id) = self.pending_with(key).await? {
+                return Ok(Enqueued { id, new: false });
             }
             // A finished job with the key gives the key up to the new one.
             sqlx::query("UPDATE jobs SET dedupe_key = NULL WHERE dedupe_key = $1")
@@ -275,7 +280,8 @@ impl Store for SqlStore {
             Some((worker, lease)) => ("running", Some(worker.clone()), Some(now + lease)),
             None => ("queued", None, None),
         };
-        sqlx::query(
+        let dedupe_key = job.dedupe_key.clone();
+        let inserted = sqlx::query(
             "INSERT INTO jobs (id, kind, dedupe_key, launch_id, payload, state, attempts, run_after, \
              lease_owner, lease_until, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
@@ -292,8 +298,19 @@ impl Store for SqlStore {
         .bind(until)
         .bind(now)
         .execute(&self.pool)
-        .await?;
-        Ok(id)
+        .await;
+        match (inserted, dedupe_key) {
+            (Ok(_), _) => Ok(Enqueued { id, new: true }),
+            // Queued by another request between the look and the insert.
+            (Err(sqlx::Error::Database(e)), Some(key)) if e.is_unique_violation() => {
+                let id = self
+                    .pending_with(&key)
+                    .await?
+                    .ok_or(StoreError::Database(sqlx::Error::Database(e)))?;
+                Ok(Enqueued { id, new: false })
+            }
+            (Err(e), _) => Err(e.into()),
+        }
     }
 
     async fn claim(

@@ -55,7 +55,8 @@ impl Postgres {
             assert!(ok, "chown of the PostgreSQL data directory failed");
         }
         let port = free_port();
-        let me = Self { bin, dir, as_postgres, url: format!("postgres://mh@127.0.0.1:{port}/postgres") };
+        let me =
+            Self { bin, dir, as_postgres, url: format!("postgres://mh@127.0.0.1:{port}/postgres") };
         let data = me.dir.path().join("data");
         me.run("initdb", &["-D", path(&data), "-A", "trust", "-U", "mh", "-E", "UTF8"]);
         let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1", path(me.dir.path()));

@@ -78,14 +78,22 @@ fn job(key: &str) -> NewJob {
 #[tokio::test]
 async fn two_workers_never_hold_one_job() {
     each_engine(async |store| {
-        let id = store.enqueue(job("k1"), 10).await.unwrap();
-        assert_eq!(store.enqueue(job("k1"), 11).await.unwrap(), id, "queued once");
+        let first = store.enqueue(job("k1"), 10).await.unwrap();
+        assert!(first.new);
+        let id = first.id;
+        let again = store.enqueue(job("k1"), 11).await.unwrap();
+        assert_eq!((again.id.as_str(), again.new), (id.as_str(), false), "queued once");
         // Many workers race for the one job at once.
-        let claims = futures::future::join_all((0..16).map(|w| {
-            let store = store.clone();
-            async move { store.claim(JobKind::WriteBack, &format!("w{w}"), 30, 20).await.unwrap() }
-        }))
-        .await;
+        let claims =
+            futures::future::join_all(
+                (0..16).map(|w| {
+                    let store = store.clone();
+                    async move {
+                        store.claim(JobKind::WriteBack, &format!("w{w}"), 30, 20).await.unwrap()
+                    }
+                }),
+            )
+            .await;
         let held: Vec<_> = claims.into_iter().flatten().collect();
         assert_eq!(held.len(), 1, "exactly one worker holds the job");
         assert_eq!(held[0].payload, b"work");
@@ -101,7 +109,7 @@ async fn two_workers_never_hold_one_job() {
         assert!(store.finish(&id, "w-next", JobOutcome::Done, b"ok", 53).await.unwrap());
         assert_eq!(store.job(&id).await.unwrap(), Some(JobStatus::Done { result: b"ok".to_vec() }));
         assert!(store.claim(JobKind::WriteBack, "again", 30, 100).await.unwrap().is_none());
-        assert_ne!(store.enqueue(job("k1"), 101).await.unwrap(), id, "a finished key is free");
+        assert_ne!(store.enqueue(job("k1"), 101).await.unwrap().id, id, "a finished key is free");
     })
     .await;
 }

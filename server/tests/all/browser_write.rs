@@ -94,3 +94,42 @@ async fn in_a_cross_site_ehr_frame_launch_review_and_add_to_chart() {
     assert!(counts.contains("added") && counts.contains("0 not added"), "{counts}");
     browser.close().await;
 }
+
+/// Two servers on one PostgreSQL behind a round-robin balancer (no session affinity): the
+/// whole flow works with requests alternating between them.
+#[tokio::test]
+async fn two_servers_behind_a_round_robin_balancer_serve_the_whole_flow() {
+    TestServer::require_built_app();
+    let Some(pg) = store::testing::Postgres::start() else {
+        eprintln!("PostgreSQL is not installed here; skipped (CI installs it)");
+        return;
+    };
+    let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let public = format!("http://{}", front.local_addr().unwrap());
+    let url = pg.url.clone();
+    let on_pg = |c: &mut service::AppConfig| c.store.database_url = Some(url.clone());
+    let public_url = url::Url::parse(&public).unwrap();
+    let app = TestServer::start_with(|args| args.app.public_url = Some(public_url), on_pg).await;
+    let mut second = app.cli.clone();
+    second.listen = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let upstreams = vec![format!("http://{}", app.cli.listen), format!("http://{}", second.listen)];
+    let _second = server::startup::start_with(second, on_pg).await.unwrap();
+    let balancer = common::balancer::Balancer::start(front, upstreams);
+
+    let browser = Browser::start().await;
+    browser.client.goto(&format!("{}/", app.sandbox().ehr_url())).await.unwrap();
+    browser.click("button[name=patient][value=pat-001]").await;
+    browser.wait("[data-testid=history-list] .history-row").await;
+    browser.click("[data-testid=add-to-chart]").await;
+    browser.click("[data-testid=write-confirm-button]").await;
+    let counts = browser.text("[data-testid=write-counts]").await;
+    assert!(counts.contains("added") && counts.contains("0 not added"), "{counts}");
+    // A reload lands on either server and finds the outcome.
+    browser.client.refresh().await.unwrap();
+    browser.wait("[data-testid=history-list] .history-row").await;
+    let count = browser.text("[data-testid=selection-count]").await;
+    assert!(count.starts_with("0 of"), "{count}");
+    let served = balancer.served();
+    assert!(served.iter().all(|&n| n >= 4), "both servers served: {served:?}");
+    browser.close().await;
+}

@@ -10,6 +10,7 @@ mod browser;
 mod browser_plan;
 mod browser_review;
 mod browser_write;
+mod durable;
 mod edge;
 mod history;
 mod hostile_plan;

@@ -103,10 +103,31 @@ pub(crate) async fn follow_if_needed(
 ) -> PlanState {
     let MemberState::Unchecked(access) = &plan.member else { return plan };
     plan.member = follow(owned, payer, access.clone()).await;
-    if let Some(stored) = owned.lock().await.plan.as_mut() {
-        if stored.hook_instance == plan.hook_instance {
-            stored.member = plan.member.clone();
-        }
+    if let MemberState::Mismatch(mismatch) = &plan.member {
+        let fields: Vec<String> = mismatch.fields.iter().map(|f| format!("{f:?}")).collect();
+        let refused = crate::audit::Access {
+            action: store::AuditAction::MemberMatchRefused,
+            outcome: store::AuditOutcome::MinorFailure,
+            plan: Some(&plan.payer_id),
+            count: 0,
+            references: Vec::new(),
+            note: Some(format!("identity check failed: {} differ", fields.join(", "))),
+        };
+        crate::audit::record_done(owned, refused).await;
+    }
+    let kept = owned
+        .update(|launch| {
+            if let Some(stored) = launch.plan.as_mut() {
+                if stored.hook_instance == plan.hook_instance {
+                    stored.member = plan.member.clone();
+                }
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(e) = kept {
+        // The check is made again on the next request; this one goes on with its result.
+        tracing::warn!(error = %e, "identity check result not saved");
     }
     plan
 }

@@ -31,20 +31,37 @@ pub async fn request_history(
     let payer = owned.payer(&who.payer_id)?;
     let mut plan = ask_plan(owned, &snapshot, &payer, &who).await?;
     reuse_token(&mut plan, snapshot.plan.as_ref());
-    let plan = follow_if_needed(owned, &payer, plan).await;
-    {
-        let mut guard = owned.lock().await;
-        // A history read for another member (or none confirmed) does not stay under review.
-        let member = plan.member.confirmed().map(|a| a.patient.as_str());
-        if guard
-            .history
-            .as_ref()
-            .is_some_and(|h| !member.is_some_and(|m| h.is_for(&plan.payer_id, m)))
-        {
-            guard.history = None;
-        }
-        guard.plan = Some(plan.clone());
+    let matched = !matches!(plan.member, MemberState::NotMatched);
+    let asked = |action, outcome, note: Option<&str>| crate::audit::Access {
+        action,
+        outcome,
+        plan: Some(&who.payer_id),
+        count: plan.cards.len(),
+        references: Vec::new(),
+        note: note.map(str::to_owned),
+    };
+    use store::{AuditAction as A, AuditOutcome as O};
+    crate::audit::record_done(owned, asked(A::PlanAsked, O::Success, None)).await;
+    if !matched {
+        let note = Some("the plan did not match the member");
+        crate::audit::record_done(owned, asked(A::MemberMatchRefused, O::MinorFailure, note)).await;
     }
+    let plan = follow_if_needed(owned, &payer, plan).await;
+    owned
+        .update(|launch| {
+            // A history read for another member (or none confirmed) does not stay under review.
+            let member = plan.member.confirmed().map(|a| a.patient.as_str());
+            if launch
+                .history
+                .as_ref()
+                .is_some_and(|h| !member.is_some_and(|m| h.is_for(&plan.payer_id, m)))
+            {
+                launch.history = None;
+            }
+            launch.plan = Some(plan.clone());
+            Ok(())
+        })
+        .await?;
     Ok(answer_view(&payer, &plan))
 }
 
@@ -136,7 +153,7 @@ async fn hook_request(
     );
     let issuer = owned.ehr().config.issuer.as_str().trim_end_matches('/');
     let mut request = appointment_book::request(issuer, context.clone());
-    let (client, token) = owned.emr().current_token(false).await?;
+    let (client, token) = owned.emr().current_token(None).await?;
     let prefetcher = cds_hooks::prefetch::FhirPrefetcher {
         client,
         token: Some(token.expose().to_owned()),

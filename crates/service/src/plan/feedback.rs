@@ -34,7 +34,7 @@ pub(crate) async fn feedback_for_launch(
     index: usize,
     input: FeedbackInput,
 ) -> Result<CardView, ServiceError> {
-    let plan = owned.lock().await.plan.clone().ok_or(Refusal::AskPlanFirst)?;
+    let plan = owned.snapshot().await.plan.ok_or(Refusal::AskPlanFirst)?;
     let checked = plan.cards.get(index).ok_or(Refusal::NoSuchCard)?;
     let uuid = match (&checked.card.uuid, checked.feedback_allowed) {
         (Some(uuid), true) => uuid.clone(),
@@ -57,20 +57,25 @@ pub(crate) async fn feedback_for_launch(
         })?;
     // The launch may have changed while the plan was asked (another tab asked the plan again):
     // record the feedback only on the same card of the same plan's answer.
-    let mut guard = owned.lock().await;
-    let stored = guard
-        .plan
-        .as_mut()
-        .filter(|p| p.payer_id == plan.payer_id && p.service_id.as_deref() == Some(&service_id))
-        .ok_or(ServiceError::Stale)?;
-    let card = stored
-        .cards
-        .get(index)
-        .filter(|c| c.card.uuid.as_deref() == Some(card_uuid.as_str()))
-        .ok_or(ServiceError::Stale)?;
-    let view = card_view(payer, index, card, Some(&recorded));
-    stored.feedback.insert(index, recorded);
-    Ok(view)
+    owned
+        .update(|launch| {
+            let stored = launch
+                .plan
+                .as_mut()
+                .filter(|p| {
+                    p.payer_id == plan.payer_id && p.service_id.as_deref() == Some(&service_id)
+                })
+                .ok_or(ServiceError::Stale)?;
+            let card = stored
+                .cards
+                .get(index)
+                .filter(|c| c.card.uuid.as_deref() == Some(card_uuid.as_str()))
+                .ok_or(ServiceError::Stale)?;
+            let view = card_view(payer, index, card, Some(&recorded));
+            stored.feedback.insert(index, recorded.clone());
+            Ok(view)
+        })
+        .await
 }
 
 /// The feedback message for one card, and what the launch records of it. Checks the chosen

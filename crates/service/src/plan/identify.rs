@@ -21,7 +21,12 @@ pub(crate) async fn identify(
         return Ok(known.clone());
     }
     let found = read_identification(owned, &snapshot.patient_id).await?;
-    owned.lock().await.identification = Some(found.clone());
+    owned
+        .update(|launch| {
+            launch.identification = Some(found.clone());
+            Ok(())
+        })
+        .await?;
     Ok(found)
 }
 

@@ -2,6 +2,7 @@
 //! through the router (no socket) and the sandbox, and a headless Chromium over WebDriver.
 #![allow(dead_code, clippy::unwrap_used, clippy::print_stdout)]
 
+pub mod balancer;
 pub mod browser;
 pub mod hfs;
 pub mod hostile;
@@ -15,9 +16,9 @@ use axum::http::{header, Method, Request, StatusCode};
 use sandbox::member_history::{self, AppRegistration, SandboxArgs};
 use server::cli::Cli;
 use server::frontend::Frontend;
-use server::session_store::PrunedMemoryStore;
 use server::startup::prepare_with;
 use service::AppState;
+use store::StoreSessions;
 use tower::ServiceExt;
 
 /// The workspace root.
@@ -104,7 +105,12 @@ pub struct Reply {
 pub struct Driver {
     pub router: axum::Router,
     pub prepared: Prepared,
-    pub sessions: PrunedMemoryStore,
+    pub sessions: StoreSessions,
+    /// More servers on the same store, served in turn with `router` (see `add_instance`).
+    pub others: Vec<axum::Router>,
+    /// Requests served by each server (`router` first).
+    pub served: Vec<usize>,
+    cli: Cli,
     cookie: Option<String>,
     http: reqwest::Client,
     _data: tempfile::TempDir,
@@ -134,22 +140,53 @@ impl Driver {
         .unwrap();
         let app = url::Url::parse(APP).unwrap();
         let sandbox = start_sandbox(&args, &app, Some(key.jwks())).await;
-        let state = prepare_with(&args.app, config_adjust).unwrap();
+        let state = prepare_with(&args.app, config_adjust).await.unwrap();
         let prepared = Prepared { state, sandbox };
         server::register_server_fns();
-        let sessions = PrunedMemoryStore::new(prepared.state.config.limits.max_sessions);
-        let router = server::router(
-            prepared.state.clone(),
-            Frontend::load(&args.app.dist_dir),
-            sessions.clone(),
+        let sessions = StoreSessions::new(
+            prepared.state.launches.store().clone(),
+            prepared.state.config.limits.max_sessions,
         );
+        let router = server::router(prepared.state.clone(), Frontend::load(&args.app.dist_dir));
         let http =
             reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Driver { router, prepared, sessions, cookie: None, http, _data: data }
+        let cli = args.app.clone();
+        Driver {
+            router,
+            prepared,
+            sessions,
+            others: Vec::new(),
+            served: vec![0],
+            cli,
+            cookie: None,
+            http,
+            _data: data,
+        }
     }
 
     pub fn sandbox(&self) -> &sandbox::Sandbox {
         &self.prepared.sandbox
+    }
+
+    /// Stops the server and starts a new one on the same configuration and data directory
+    /// (a restart or a deploy): nothing of the old one's memory is kept.
+    pub async fn restart(&mut self, config_adjust: impl FnOnce(&mut service::AppConfig)) {
+        let state = prepare_with(&self.cli, config_adjust).await.unwrap();
+        self.router = server::router(state.clone(), Frontend::load(&self.cli.dist_dir));
+        self.prepared.state = state;
+    }
+
+    /// Another server on the same configuration (and store); from now on requests go to
+    /// each server in turn.
+    pub async fn add_instance(&mut self, config_adjust: impl FnOnce(&mut service::AppConfig)) {
+        let state = prepare_with(&self.cli, config_adjust).await.unwrap();
+        self.others.push(server::router(state, Frontend::load(&self.cli.dist_dir)));
+        self.served.push(0);
+    }
+
+    /// The app's command line (for `server audit`).
+    pub fn cli(&self) -> &Cli {
+        &self.cli
     }
 
     /// Walks an EHR launch for `patient` to the review page; returns the launch id.
@@ -288,7 +325,10 @@ impl Driver {
             None => request.body(Body::empty()),
         }
         .unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
+        let turn = self.served.iter().sum::<usize>() % self.served.len();
+        self.served[turn] += 1;
+        let router = if turn == 0 { &self.router } else { &self.others[turn - 1] };
+        let response = router.clone().oneshot(request).await.unwrap();
         for value in response.headers().get_all(header::SET_COOKIE) {
             let cookie = value.to_str().unwrap();
             if let Some(pair) = cookie.split(';').next() {
@@ -325,6 +365,8 @@ pub fn launch_error_code(body: &str) -> Option<String> {
 pub struct TestServer {
     pub server: server::startup::Running,
     pub sandbox: sandbox::Sandbox,
+    /// The app's command line, for more servers on the same configuration.
+    pub cli: Cli,
     _data: tempfile::TempDir,
 }
 
@@ -349,8 +391,9 @@ impl TestServer {
             });
         args.app.public_url = Some(public_url.clone());
         let sandbox = start_sandbox(&args, &public_url, None).await;
+        let cli = args.app.clone();
         let server = server::startup::start_with(args.app, config_adjust).await.unwrap();
-        TestServer { server, sandbox, _data: data }
+        TestServer { server, sandbox, cli, _data: data }
     }
 
     /// Fails clearly when the Trunk build the browser needs is missing.
