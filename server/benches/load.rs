@@ -12,6 +12,11 @@
 //! (must be 0), the flows' latency percentiles, the p99 added over the baseline median, and
 //! the server process's CPU time per flow (the app's alone).
 //!
+//! The concurrent round runs `MH_BENCH_ROUNDS` times (default 2); after the baseline and
+//! each round the server's resident memory (VmRSS) and the store's size on disk are printed,
+//! and the last round must leave resident memory within 64 MB of where the first left it.
+//! `MH_BENCH_HISTORY_SIZE` sets the sandbox plan's history size (resources per member).
+//!
 //! `cargo bench -p server --bench load` (optionally `-- 200` for the number of flows).
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -45,6 +50,11 @@ async fn main() {
     // The sandbox EHR and plan run in this process: the server's process is the app alone.
     let mut args = sandbox::member_history::SandboxArgs::for_tests();
     args.sandbox_patients = patients_in_sandbox;
+    if let Some(size) = std::env::var("MH_BENCH_HISTORY_SIZE").ok().and_then(|s| s.parse().ok()) {
+        args.sandbox_history_size = size;
+    }
+    let rounds: usize =
+        std::env::var("MH_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2).max(1);
     let public_url = url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
     let (sandbox, config) = shared::sandbox_for_app(&args, &public_url, data.path()).await;
     let ehr = sandbox.ehr_url().trim_end_matches('/').to_owned();
@@ -115,15 +125,58 @@ async fn main() {
     let baseline_median = baseline[baseline.len() / 2];
     println!("baseline, one at a time ({BASELINE_FLOWS} flows): median {baseline_median:.1?}");
 
+    let memory = |when: &str| {
+        let rss = resident_bytes(pid);
+        let stored = store_bytes(data.path());
+        println!(
+            "{when}: server resident {:.1} MB, store on disk {:.1} MB",
+            rss as f64 / 1e6,
+            stored as f64 / 1e6
+        );
+        rss
+    };
+    memory("after the baseline");
+    let mut after_round = Vec::new();
+    let mut all_errors = 0;
+    for round in 0..rounds {
+        let skip = BASELINE_FLOWS + round * flows;
+        let errors = concurrent_round(&patients, skip, flows, &run, pid, baseline_median).await;
+        all_errors += errors;
+        after_round.push(memory(&format!("after round {}", round + 1)));
+    }
+    drop(server);
+    let growth = after_round[after_round.len() - 1] as i64 - after_round[0] as i64;
+    println!(
+        "resident memory, last round against the first: {:+.1} MB over {} more launches",
+        growth as f64 / 1e6,
+        (rounds - 1) * flows
+    );
+    assert_eq!(all_errors, 0, "{all_errors} flows failed");
+    assert!(growth < 64 * 1024 * 1024, "resident memory grew by {growth} bytes");
+}
+
+/// One round of `flows` concurrent flows; prints its figures and returns its errors.
+async fn concurrent_round<F, Fut>(
+    patients: &[String],
+    skip: usize,
+    flows: usize,
+    run: &F,
+    pid: u32,
+    baseline_median: Duration,
+) -> usize
+where
+    F: Fn(usize, String) -> Fut,
+    Fut: std::future::Future<Output = (Duration, Result<Flow, String>)> + Send + 'static,
+{
     let cpu_before = cpu_time(pid);
     let started = Instant::now();
     let handles: Vec<_> = patients
         .iter()
         .cycle()
-        .skip(BASELINE_FLOWS)
+        .skip(skip)
         .take(flows)
         .enumerate()
-        .map(|(n, p)| tokio::spawn(run(BASELINE_FLOWS + n, p.clone())))
+        .map(|(n, p)| tokio::spawn(run(skip + n, p.clone())))
         .collect();
     let mut took = Vec::new();
     let mut errors = Vec::new();
@@ -139,7 +192,6 @@ async fn main() {
     }
     let wall = started.elapsed();
     let cpu = cpu_time(pid) - cpu_before;
-    drop(server);
     took.sort();
     let pct = |p: f64| took[((took.len() as f64 * p) as usize).min(took.len() - 1)];
     println!(
@@ -164,7 +216,29 @@ async fn main() {
         "server process CPU per flow (the app alone; the sandbox runs elsewhere): {:.1} ms",
         cpu.as_secs_f64() * 1000.0 / flows as f64
     );
-    assert!(errors.is_empty(), "{} flows failed", errors.len());
+    errors.len()
+}
+
+/// The process's resident set (VmRSS).
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The SQLite store's files (database and WAL) in `data_dir`.
+fn store_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("member-history.sqlite"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// The `n`th clinician's own loopback address.

@@ -231,6 +231,7 @@ impl StoredItems {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -238,7 +239,7 @@ mod tests {
         let shared = Arc::new(serde_json::json!({"resourceType": "Provenance", "id": "p1"}));
         let item = |key: &str| {
             let mut item: HistoryItem = serde_json::from_value(serde_json::json!({
-                "key": key, "resource_type": "Condition", "category": "conditions",
+                "key": key, "resource_type": "Condition", "category": "Conditions",
                 "display": "Asthma", "detail": null, "codes": [], "when": null, "status": null,
                 "organization": null, "practitioner": null, "sensitive": [],
                 "duplicate_of": null, "identifiers": []

@@ -158,13 +158,13 @@ impl AuditEntry {
             }],
         });
         if let Some(plan) = &self.plan {
-            event["entity"].as_array_mut().map(|e| {
-                e.push(json!({
+            if let Some(entities) = event["entity"].as_array_mut() {
+                entities.push(json!({
                     "what": { "display": plan },
                     "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "3", "display": "Organization" },
                     "name": plan,
-                }))
-            });
+                }));
+            }
         }
         event
     }
