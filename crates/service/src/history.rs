@@ -136,7 +136,6 @@ async fn keep(
         payer_id: plan.payer_id.clone(),
         member_patient: access.patient.clone(),
         items_id,
-        item_count,
         selected,
         written: Default::default(),
         own: read.own,

@@ -148,8 +148,6 @@ pub struct HistoryState {
     /// The stored snapshot of the items (`crate::launches::Launches::items`): new with every
     /// read of the plan, so a request never mixes one read's selection with another's items.
     pub items_id: String,
-    /// How many items the snapshot holds.
-    pub item_count: usize,
     pub selected: HashSet<String>,
     /// Items written into the chart since the read, with the chart's reference when known.
     #[serde(default)]

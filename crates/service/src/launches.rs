@@ -88,7 +88,7 @@ impl Launches {
                 *current = Versioned { version, launch };
                 return Ok(out);
             }
-            *current = self.load(&current.launch.id).await?.ok_or(ServiceError::NotInSession)?;
+            self.reload(current).await?;
         }
     }
 
@@ -135,11 +135,6 @@ impl Launches {
     /// The lock under which this process refreshes the launch's EMR token.
     pub fn refresh_lock(&self, launch_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.refreshing.get_with(launch_id.to_owned(), Default::default)
-    }
-
-    /// Drops what this process holds in memory (for measurements and tests).
-    pub fn clear_cache(&self) {
-        self.items.invalidate_all();
     }
 }
 

@@ -79,13 +79,6 @@ impl OwnedLaunch {
         self.state.launches.update(&mut current, change).await
     }
 
-    /// Reads the launch again (what another request saved since this one read it).
-    pub async fn reload(&self) -> Result<Launch, ServiceError> {
-        let mut current = self.current.lock().await;
-        self.state.launches.reload(&mut current).await?;
-        Ok(current.launch.clone())
-    }
-
     /// The items of a history snapshot of this launch.
     pub async fn items(
         &self,
