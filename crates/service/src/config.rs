@@ -99,6 +99,9 @@ pub struct Limits {
     pub max_requests_per_plan: usize,
     /// Searches one history load runs at once against the EHR (one per resource type).
     pub searches_per_load: usize,
+    /// Plan histories this server reads and parses at once, over all clinicians (more wait
+    /// their turn): what bounds its peak memory.
+    pub history_reads_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -116,6 +119,7 @@ impl Default for Limits {
             max_requests_per_ehr: 64,
             max_requests_per_plan: 64,
             searches_per_load: 4,
+            history_reads_in_flight: 8,
         }
     }
 }
@@ -135,6 +139,7 @@ impl Limits {
             ("max_requests_per_ehr", self.max_requests_per_ehr),
             ("max_requests_per_plan", self.max_requests_per_plan),
             ("searches_per_load", self.searches_per_load),
+            ("history_reads_in_flight", self.history_reads_in_flight),
         ];
         match all.iter().find(|(_, v)| *v == 0) {
             Some((name, _)) => {

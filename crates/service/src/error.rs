@@ -68,6 +68,10 @@ pub enum ServiceError {
     /// The launch's saved state could not be read or written.
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
+    /// Work handed to a task of its own ended without an answer (it panicked, or the server
+    /// is shutting down).
+    #[error("background task: {0}")]
+    Task(String),
 }
 
 /// A request that cannot be carried out as asked (the page's order of steps, or a crafted
@@ -261,7 +265,7 @@ impl ServiceError {
             ServiceError::Write { ehr, cause: WriteFailure::NothingAccepted } => (ErrorCode::EhrUnavailable, format!("{ehr} accepts none of the selected kinds of record.")),
             ServiceError::Stale => (ErrorCode::Stale, "The plan's answer was replaced in another tab while this was sent, so it is not recorded here. Reload the page to see the current cards.".into()),
             ServiceError::Store(_) => (ErrorCode::Internal, "Member History could not read or save this patient's review just now. Nothing was lost: try again in a moment.".into()),
-            ServiceError::NotConfigured(_) | ServiceError::Session(_) => internal,
+            ServiceError::NotConfigured(_) | ServiceError::Session(_) | ServiceError::Task(_) => internal,
         }
     }
 
@@ -272,7 +276,10 @@ impl ServiceError {
             ServiceError::NotInSession | ServiceError::Refused(_) | ServiceError::Stale => {
                 tracing::info!(error = %self, "request refused")
             }
-            ServiceError::NotConfigured(_) | ServiceError::Session(_) | ServiceError::Store(_) => {
+            ServiceError::NotConfigured(_)
+            | ServiceError::Session(_)
+            | ServiceError::Store(_)
+            | ServiceError::Task(_) => {
                 tracing::error!(error = %self, "internal error")
             }
             _ => tracing::warn!(error = %self, "request failed"),

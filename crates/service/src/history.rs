@@ -35,6 +35,12 @@ pub async fn load(owned: &OwnedLaunch, refresh: bool) -> Result<HistoryView, Ser
             return Ok(history.view(&items, &payer.config.name));
         }
     }
+    let _turn = owned
+        .state()
+        .history_reads
+        .acquire()
+        .await
+        .map_err(|e| ServiceError::Task(e.to_string()))?;
     let (read, access) = read_history(owned, &payer, access).await?;
     keep(owned, &payer, &plan, access, read).await
 }

@@ -79,6 +79,12 @@ impl OwnedLaunch {
         self.state.launches.update(&mut current, change).await
     }
 
+    /// Reads the launch again from the store (after work done on it elsewhere, by a task).
+    pub async fn reload(&self) -> Result<(), ServiceError> {
+        let mut current = self.current.lock().await;
+        self.state.launches.reload(&mut current).await
+    }
+
     /// The items of a history snapshot of this launch.
     pub async fn items(
         &self,

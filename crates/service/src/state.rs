@@ -125,6 +125,9 @@ pub struct Inner {
     pub launches: Launches,
     /// This server among those on the store (job leases name it).
     pub worker_id: String,
+    /// Plan histories read and parsed at once on this server (`limits.history_reads_in_flight`):
+    /// a parsed history is several times the plan's bytes, so this bounds the peak.
+    pub history_reads: tokio::sync::Semaphore,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +171,7 @@ impl AppState {
             payers,
             launches: Launches::new(store, cache_bytes),
             worker_id: uuid::Uuid::new_v4().to_string(),
+            history_reads: tokio::sync::Semaphore::new(config.limits.history_reads_in_flight),
             config,
         })))
     }

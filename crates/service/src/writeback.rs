@@ -191,14 +191,30 @@ pub async fn write(owned: &OwnedLaunch) -> Result<WriteResult, ServiceError> {
     if !queued.new {
         return Err(Refusal::WriteInProgress.into());
     }
-    let result = write_selection(owned, &job).await;
-    let (outcome, body) = match &result {
-        Ok(done) => (store::JobOutcome::Done, serde_json::to_vec(done).unwrap_or_default()),
-        Err(_) => (store::JobOutcome::Failed, Vec::new()),
-    };
-    if let Err(e) = store.finish(&queued.id, &state.worker_id, outcome, &body, store::now()).await {
-        tracing::error!(error = %e, "write-back job not closed");
-    }
+    // The write runs in a task of its own: a browser that goes away mid-write (a closed tab,
+    // a dropped connection) does not cut it off, and the job is closed as soon as it ends
+    // rather than when its lease runs out.
+    let (state, launch_id) = (state.clone(), owned.id().to_owned());
+    let task = tokio::spawn(async move {
+        let result = match OwnedLaunch::load(&state, &launch_id).await {
+            Ok(owned) => write_selection(&owned, &job).await,
+            Err(e) => Err(e),
+        };
+        let (outcome, body) = match &result {
+            Ok(done) => (store::JobOutcome::Done, serde_json::to_vec(done).unwrap_or_default()),
+            Err(_) => (store::JobOutcome::Failed, Vec::new()),
+        };
+        let store = state.launches.store();
+        if let Err(e) =
+            store.finish(&queued.id, &state.worker_id, outcome, &body, store::now()).await
+        {
+            tracing::error!(error = %e, "write-back job not closed");
+        }
+        result
+    });
+    let result = task.await.map_err(|e| ServiceError::Task(e.to_string()))?;
+    // This request's copy of the launch predates the write: read what the task saved.
+    owned.reload().await?;
     result
 }
 

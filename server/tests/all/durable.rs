@@ -2,10 +2,13 @@
 //! PostgreSQL, a write-back cut off by a crash, the audit log and its FHIR export.
 #![allow(clippy::unwrap_used)]
 
+use std::time::Duration;
+
 use axum::http::StatusCode;
+use sandbox::fhir_api::Fault;
 use serde_json::Value;
 
-use crate::common::writeback::{add, choose, review, select_only};
+use crate::common::writeback::{add, choose, review, select_only, FaultInjector};
 use crate::common::Driver;
 
 fn selected(view: &Value) -> Vec<String> {
@@ -111,6 +114,45 @@ async fn a_write_back_cut_off_by_a_crash_is_finished_by_the_next_server() {
         .collect();
     assert_eq!(written.len(), keys.len(), "{:?}", results[0]);
     assert!(results[0]["notes"].to_string().contains("interrupted"), "{:?}", results[0]["notes"]);
+}
+
+#[tokio::test]
+async fn a_write_back_whose_browser_went_away_still_ends_and_frees_the_next() {
+    let mut driver = Driver::with(3600, |_| {}, |c| c.ehrs[0].timeout_seconds = 10).await;
+    let (launch, rows) = review(&mut driver, "pat-001").await;
+    let keys = choose(&rows, 3, 0);
+    select_only(&mut driver, &launch, &rows, &keys).await;
+    let ehr = driver.sandbox().ehr.clone();
+    ehr.inject(Fault::SlowAfterCommit(Duration::from_millis(1500)));
+    // The browser gives up (a closed tab): the request is dropped mid-write.
+    let gone = tokio::time::timeout(Duration::from_millis(300), add(&mut driver, &launch)).await;
+    assert!(gone.is_err(), "the write should still have been running");
+    // The write ends on its own and its job is closed at once, not at the lease's end.
+    let mut results = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, r) = driver.server_fn("write_results", &[("launch", &launch)]).await;
+        results = r.as_array().cloned().unwrap_or_default();
+        if !results.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(results.len(), 1, "{results:?}");
+    let written = results[0]["outcomes"].as_array().unwrap();
+    assert_eq!(written.iter().filter(|o| o["status"] != "Failed").count(), keys.len());
+    // The next "Add to chart" is taken within moments (the job closes right after the
+    // outcome is saved), not refused as in progress until the 300 s lease runs out.
+    let more = choose(&rows, 2, 5);
+    select_only(&mut driver, &launch, &rows, &more).await;
+    let mut answer = add(&mut driver, &launch).await;
+    for _ in 0..20 {
+        if answer.0 == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        answer = add(&mut driver, &launch).await;
+    }
+    assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
 }
 
 #[tokio::test]
