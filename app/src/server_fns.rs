@@ -3,8 +3,9 @@
 //! arguments are typed, so a malformed id is refused before any use case runs.
 
 use api::{
-    ApiError, CardView, EhrChoice, HistoryView, ItemDetail, LaunchId, PayerId, PlanAnswer,
-    PlanStatus, ReviewContext, SelectionSummary, WritePreview, WriteResult,
+    ApiError, CardView, EhrChoice, ExportPurpose, HistoryView, ItemDetail, LaunchId, PayerId,
+    PlanAnswer, PlanStatus, ProviderAccessView, ReviewContext, SelectionSummary, WritePreview,
+    WriteResult,
 };
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
@@ -44,6 +45,36 @@ pub async fn request_plan_history(
     let owned = ssr::owned(&launch).await?;
     let ask = service::plan::HistoryRequest { payer_id: payer, member_id };
     Ok(service::plan::request_history(&owned, ask).await?)
+}
+
+/// Asks the patient's plan by its Provider Access API (member match with the signed-in
+/// clinician's treatment attestation, then an export for `purpose`). A request already
+/// running is shown, not made again; it goes on when the app is closed.
+#[server(endpoint = "provider_access_ask")]
+pub async fn provider_access_ask(
+    launch: LaunchId,
+    purpose: ExportPurpose,
+) -> Result<ProviderAccessView, ApiError> {
+    let owned = ssr::owned(&launch).await?;
+    Ok(service::provider_access::ask(&owned, purpose).await?)
+}
+
+/// The latest Provider Access request about the launched patient at their plan (made in
+/// this launch or an earlier one), with how far it is.
+#[server(endpoint = "provider_access_status")]
+pub async fn provider_access_status(
+    launch: LaunchId,
+) -> Result<Option<ProviderAccessView>, ApiError> {
+    let owned = ssr::owned(&launch).await?;
+    Ok(service::provider_access::status(&owned).await?)
+}
+
+/// Opens the newest finished Provider Access export of the launched patient for review,
+/// after the identity check.
+#[server(endpoint = "provider_access_open")]
+pub async fn provider_access_open(launch: LaunchId) -> Result<HistoryView, ApiError> {
+    let owned = ssr::owned(&launch).await?;
+    Ok(service::provider_access::open(&owned).await?)
 }
 
 /// Tells the plan what the clinician did with card `card`: accepted `suggestion`, or

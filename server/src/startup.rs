@@ -154,7 +154,8 @@ pub async fn start_with(
 }
 
 /// What the server does between requests: at start and then every [`JOB_PERIOD`], finishes
-/// the write-backs another server left (its lease ran out); every `purge_interval_minutes`,
+/// the write-backs and drives on the Provider Access requests another server left (its lease
+/// ran out); every `purge_interval_minutes`,
 /// deletes what is past retention. Failures are logged and tried again next time.
 async fn background(state: AppState) {
     let purge_every = Duration::from_secs(state.config.store.purge_interval_minutes * 60);
@@ -164,6 +165,11 @@ async fn background(state: AppState) {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "interrupted write-backs taken over"),
             Err(e) => tracing::error!(error = %e, "interrupted write-backs not resumed"),
+        }
+        match service::provider_access::resume(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(requests = n, "Provider Access requests taken over"),
+            Err(e) => tracing::error!(error = %e, "Provider Access requests not resumed"),
         }
         if last_purge.is_none_or(|at| at.elapsed() >= purge_every) {
             last_purge = Some(std::time::Instant::now());

@@ -7,6 +7,18 @@ use serde::{Deserialize, Serialize};
 pub struct PayerSummary {
     pub id: String,
     pub name: String,
+    /// The routes to its members' history it offers, in the order the page offers them.
+    pub routes: Vec<PlanRoute>,
+}
+
+/// A way to a plan's member history (the configuration names them the same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanRoute {
+    /// Da Vinci PDex Provider Access API: `$provider-member-match`, then `$davinci-data-export`.
+    ProviderAccess,
+    /// The PDex `appointment-book` CDS Hooks member-history request, in place of the EMR.
+    CdsHooks,
 }
 
 /// How the member will be named to the plan (Da Vinci PDex).
@@ -169,4 +181,47 @@ pub struct LinkView {
 pub enum CardFeedback {
     Accepted { suggestion: String },
     Dismissed { reason: Option<String> },
+}
+
+/// What a Provider Access export is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExportPurpose {
+    /// Everything the plan holds, to review and import.
+    Download,
+    /// Everything, to view only.
+    Snapshot,
+    /// What changed since this patient's last import.
+    Delta,
+}
+
+/// How far a Provider Access request at a plan is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProviderAccessStage {
+    /// The plan is matching the member (checking the treatment attestation).
+    Matching,
+    /// Matched; the plan is preparing the member's data.
+    Exporting,
+    /// The data is in: `resources` read, ready for review.
+    Ready { resources: usize },
+    /// The plan found no member for this patient (or one it may not share: the plan did not
+    /// say which).
+    NotMatched,
+    /// The plan says the member has asked it not to share their data with providers.
+    OptedOut,
+    /// The request failed; `message` says why and what to do.
+    Failed { message: String },
+}
+
+/// A Provider Access request as the page shows it: what was asked, when, by whom, how far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderAccessView {
+    pub payer: PayerSummary,
+    pub purpose: ExportPurpose,
+    /// RFC 3339.
+    pub asked_at: String,
+    pub asked_by: Option<String>,
+    pub stage: ProviderAccessStage,
+    /// The plan's own words on its progress (`X-Progress`).
+    pub progress: Option<String>,
+    pub updated_at: String,
 }

@@ -76,17 +76,19 @@ pub(crate) fn status_error(status: u16, body: &[u8]) -> BulkError {
     if status == 401 {
         return BulkError::Unauthorized { outcome };
     }
-    let says_transient = serde_json::from_slice::<serde_json::Value>(body)
+    let issues = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.get("issue").and_then(|i| i.as_array()).cloned())
-        .into_iter()
-        .flatten()
-        .any(|issue| {
-            matches!(issue.get("code").and_then(|c| c.as_str()), Some("transient" | "throttled"))
-        });
+        .filter(|v| v.get("resourceType").and_then(|t| t.as_str()) == Some("OperationOutcome"))
+        .and_then(|v| v.get("issue").and_then(|i| i.as_array()).cloned());
+    // Bulk Data: a failed request answers 5xx with an OperationOutcome, whose `transient`
+    // code alone says a retry may work; a bare 5xx (a proxy, a restart) is worth a retry.
+    let says_transient = issues.iter().flatten().any(|issue| {
+        matches!(issue.get("code").and_then(|c| c.as_str()), Some("transient" | "throttled"))
+    });
+    let bare_server_error = status >= 500 && issues.is_none();
     BulkError::Failed {
         status,
         outcome,
-        transient: status >= 500 || status == 429 || says_transient,
+        transient: status == 429 || says_transient || bare_server_error,
     }
 }

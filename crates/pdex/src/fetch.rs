@@ -127,13 +127,8 @@ async fn everything(
     if let Some(end) = &options.end {
         params.push(("end", end.clone()));
     }
-    // The Patient, the people and places the history refers to, and the plan's
-    // Provenance (carried into the chart with what it covers) come too.
     let mut with_context = types.to_vec();
-    with_context.extend(
-        ["Patient", "Organization", "Practitioner", "Medication", "Location", "Provenance"]
-            .map(str::to_owned),
-    );
+    with_context.extend(crate::kinds::CONTEXT_TYPES.iter().map(|t| (*t).to_owned()));
     params.push(("_type", with_context.join(",")));
     let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (pages, truncated) = pages(

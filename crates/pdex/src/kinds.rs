@@ -129,6 +129,11 @@ pub const KINDS: &[Kind] = &[
     kind("Claim", Category::Claims, &["billablePeriod", "created"], "type"),
 ];
 
+/// What comes with a history without being reviewed: the member, the people and places the
+/// history refers to, and the plan's Provenance (carried into the chart with what it covers).
+pub const CONTEXT_TYPES: &[&str] =
+    &["Patient", "Organization", "Practitioner", "Medication", "Location", "Provenance"];
+
 /// The kind of a resource type, if the review shows it.
 pub fn of(resource_type: &str) -> Option<&'static Kind> {
     KINDS.iter().find(|k| k.resource_type == resource_type)

@@ -8,6 +8,8 @@
 //!   security labels;
 //! - [`review`]: the compact rows the review page lists;
 //! - [`identity`]: whether the plan's member is the patient in the chart;
+//! - [`provider_access`]: the Provider Access API's shapes (member match with treatment
+//!   attestation, its Groups, the `$davinci-data-export` request);
 //! - [`filter`]: PDex filters (period, own organisation or practitioner) and the page's own;
 //! - [`writeback`]: the selection as one idempotent transaction with Provenance, and a
 //!   DocumentReference ([`document`]) for what the EMR cannot take as resources.
@@ -22,6 +24,8 @@ pub mod identity;
 pub mod kinds;
 pub mod model;
 pub mod normalise;
+#[cfg(feature = "client")]
+pub mod provider_access;
 pub mod review;
 pub mod sensitive;
 #[cfg(feature = "client")]

@@ -12,6 +12,7 @@ pub mod history;
 pub mod member_history;
 pub mod pages;
 pub mod plan;
+pub mod provider_access;
 pub mod search;
 pub mod store;
 pub mod synthetic;
@@ -211,6 +212,7 @@ impl Sandbox {
             style: std::sync::Mutex::new(config.plan_style),
             app_launch_url: config.clients.first().map(|c| c.launch_url.clone()),
             received: std::sync::Mutex::default(),
+            provider_access: Default::default(),
         });
 
         Ok(plan)

@@ -187,6 +187,7 @@ id = "sandbox-plan"
 name = {plan_name}
 payor_identifiers = [{payer_id}]
 payor_names = [{plan_name}]
+routes = ["provider_access", "cds_hooks"]
 cds_base = {cds_base}
 fhir_base = {fhir_base}
 fhir_auth = {{ method = "backend_services", client_id = {client_id}, scope = "system/*.rs" }}

@@ -72,6 +72,8 @@ pub struct Plan {
     pub app_launch_url: Option<String>,
     /// Every request to the CDS endpoints, verified or not.
     pub received: Mutex<Vec<ReceivedRequest>>,
+    /// The Provider Access API's requests and behaviour.
+    pub provider_access: crate::provider_access::ProviderAccess,
 }
 
 /// The plan's members: everyone whose EHR coverage names the plan. One person covered by
@@ -251,6 +253,37 @@ impl Plan {
         let patient = contained
             .or_else(|| request.pointer("/prefetch/patient"))
             .ok_or(MatchFailure::NoIdentifiers)?;
+        self.by_subscriber(subscriber, patient)
+    }
+
+    /// Matches a Provider Access `MemberBundle`: the member id on the Coverage (identifier
+    /// typed MB), else its subscriber id plus the MemberPatient's family name and birth date.
+    pub fn match_member_bundle(
+        &self,
+        patient: &Value,
+        coverage: &Value,
+    ) -> Result<&Member, MatchFailure> {
+        let member_id = coverage
+            .get("identifier")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|i| {
+                i.pointer("/type/coding").and_then(Value::as_array).is_some_and(|codings| {
+                    codings.iter().any(|c| c.get("code").and_then(Value::as_str) == Some("MB"))
+                })
+            })
+            .and_then(|i| i.get("value").and_then(Value::as_str));
+        if let Some(member_id) = member_id {
+            return one(self.members.iter().filter(|m| m.member_id == member_id).collect());
+        }
+        let subscriber = coverage.get("subscriberId").and_then(Value::as_str);
+        let Some(subscriber) = subscriber else { return Err(MatchFailure::NoIdentifiers) };
+        self.by_subscriber(subscriber, patient)
+    }
+
+    /// Members with this subscriber id, family name and birth date.
+    fn by_subscriber(&self, subscriber: &str, patient: &Value) -> Result<&Member, MatchFailure> {
         let family =
             patient.pointer("/name/0/family").and_then(Value::as_str).unwrap_or("").to_lowercase();
         let birth_date = patient.get("birthDate").and_then(Value::as_str).unwrap_or("");
@@ -437,7 +470,8 @@ pub fn router(plan: Arc<Plan>) -> Router {
         move || async move { Json(plan.auth.smart_configuration()) }
     };
     let fhir = crate::fhir_api::router(plan.api.clone())
-        .route("/.well-known/smart-configuration", get(smart_config));
+        .route("/.well-known/smart-configuration", get(smart_config))
+        .merge(crate::provider_access::router(plan.clone()));
     Router::new()
         .route("/", get(home))
         .route("/cds-services", get(discovery))

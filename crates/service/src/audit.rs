@@ -18,23 +18,45 @@ pub struct Access<'a> {
     pub note: Option<String>,
 }
 
+/// Whose data, by whom, through which EHR.
+#[derive(Debug)]
+pub struct Who<'a> {
+    pub user: Option<&'a str>,
+    pub ehr: &'a crate::config::EhrConfig,
+    pub patient: &'a str,
+}
+
 /// Records `access` by the launch's user on the launch's patient.
 pub async fn record(owned: &OwnedLaunch, access: Access<'_>) -> Result<(), ServiceError> {
     let launch = owned.snapshot().await;
+    let who = Who {
+        user: launch.fhir_user.as_deref(),
+        ehr: &owned.ehr().config,
+        patient: &launch.patient_id,
+    };
+    record_for(owned.state(), who, access).await
+}
+
+/// Records `access` for work done away from a launch (a background request).
+pub async fn record_for(
+    state: &crate::AppState,
+    who: Who<'_>,
+    access: Access<'_>,
+) -> Result<(), ServiceError> {
     let entry = AuditEntry {
         at_ms: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
         action: access.action,
         outcome: access.outcome,
-        user: launch.fhir_user.clone(),
-        ehr: owned.ehr().config.id.clone(),
-        ehr_base: owned.ehr().config.issuer.to_string(),
-        patient: launch.patient_id.clone(),
+        user: who.user.map(str::to_owned),
+        ehr: who.ehr.id.clone(),
+        ehr_base: who.ehr.issuer.to_string(),
+        patient: who.patient.to_owned(),
         plan: access.plan.map(str::to_owned),
         count: access.count as u64,
         references: access.references,
         note: access.note,
     };
-    owned.state().launches.store().audit(&entry).await.map_err(ServiceError::from)
+    state.launches.store().audit(&entry).await.map_err(ServiceError::from)
 }
 
 /// [`record`] where the access has already happened (a write, a refusal): a failure to

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+pub use api::PlanRoute;
 use serde::Deserialize;
 use url::Url;
 
@@ -318,6 +319,11 @@ pub struct PayerConfig {
     /// … or with one of these names (compared ignoring case).
     #[serde(default)]
     pub payor_names: Vec<String>,
+    /// The routes to its members' history it offers, offered on the page in this order
+    /// (`provider_access`: PDex Provider Access API; `cds_hooks`: the `appointment-book`
+    /// member-history request).
+    #[serde(default = "default_routes")]
+    pub routes: Vec<PlanRoute>,
     /// The CDS Hooks base URL: discovery is `{cds_base}/cds-services`.
     pub cds_base: Url,
     /// The service to call; by default the first `appointment-book` service in discovery.
@@ -339,6 +345,10 @@ pub struct PayerConfig {
 
 fn default_plan_timeout() -> u64 {
     15
+}
+
+fn default_routes() -> Vec<PlanRoute> {
+    vec![PlanRoute::CdsHooks]
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -425,6 +435,20 @@ impl AppConfig {
                         payer.id
                     )));
                 }
+            }
+            if payer.routes.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "payer `{}`: routes must name provider_access, cds_hooks or both",
+                    payer.id
+                )));
+            }
+            if payer.routes.contains(&PlanRoute::ProviderAccess)
+                && !matches!(payer.fhir_auth, PlanFhirAuth::BackendServices { .. })
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "payer `{}`: the provider_access route needs fhir_auth = {{ method = \"backend_services\", … }}",
+                    payer.id
+                )));
             }
             if payer.payor_identifiers.is_empty() && payer.payor_names.is_empty() {
                 return Err(ConfigError::Invalid(format!(

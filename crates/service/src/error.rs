@@ -94,6 +94,12 @@ pub enum Refusal {
     AnswerChanged,
     PlanDataUnavailable,
     WriteInProgress,
+    RouteNotOffered,
+    NoCoverageToMatch,
+    NoNpi,
+    NothingImportedYet,
+    AccessRequestRunning,
+    NoAccessResult,
 }
 
 impl From<Refusal> for ServiceError {
@@ -121,6 +127,12 @@ impl Refusal {
             Refusal::AnswerChanged => "The plan's answer changed since the history was loaded. Reload the history and select again.",
             Refusal::PlanDataUnavailable => "The plan's data is not available.",
             Refusal::WriteInProgress => "This patient's selection is already being added to the chart (from another tab, or a moment ago). Wait a moment and reload the page to see the result.",
+            Refusal::RouteNotOffered => "This plan does not offer the Provider Access API to Member History. Ask it by the other route offered.",
+            Refusal::NoCoverageToMatch => "The plan's Provider Access API matches members by their coverage, and the chart has none for this plan. Add the patient's coverage in the EHR, then ask again.",
+            Refusal::NoNpi => "The plan needs the treating clinician's NPI for the treatment attestation, and the EHR's record of the signed-in user has none. Ask your EHR administrator to add it.",
+            Refusal::NothingImportedYet => "Nothing was imported from this plan for this patient yet: ask for the full history first.",
+            Refusal::AccessRequestRunning => "A request to this plan for this patient is already running. Its progress is shown; it does not need asking again.",
+            Refusal::NoAccessResult => "The plan's answer for this patient is not ready yet (or was deleted after the retention time). Ask the plan again.",
         }
     }
 }

@@ -46,10 +46,25 @@ pub async fn load(owned: &OwnedLaunch, refresh: bool) -> Result<HistoryView, Ser
 }
 
 /// What one read of the plan's history found.
-struct Read {
+pub(crate) struct Read {
     items: Vec<HistoryItem>,
     own: Own,
     notes: Vec<String>,
+}
+
+/// Items the plan sent by another route (a Provider Access export), checked against the
+/// patient's chart as a read here is: what the chart holds is marked, newest first.
+pub(crate) async fn checked_against_chart(
+    owned: &OwnedLaunch,
+    mut items: Vec<HistoryItem>,
+    notes: Vec<String>,
+) -> Read {
+    let ((chart_resources, chart_notes), own) = tokio::join!(chart(owned), own_parties(owned));
+    let index = ChartIndex::new(&chart_resources);
+    pdex::dedupe::mark_duplicates(&mut items, &index);
+    let mut notes = notes;
+    notes.extend(chart_notes);
+    Read { items: pdex::newest_first(items), own, notes }
 }
 
 /// Reads the member's history at the plan and the patient's chart at the EMR together, and
@@ -97,7 +112,7 @@ async fn read_history(
 
 /// Keeps a fresh read with the launch (its items as a new snapshot in the store): a refresh
 /// keeps the clinician's choices for items still there; new items get the default.
-async fn keep(
+pub(crate) async fn keep(
     owned: &OwnedLaunch,
     payer: &PayerRuntime,
     plan: &PlanState,

@@ -168,7 +168,7 @@ fn decode<T: serde::de::DeserializeOwned>(data: &[u8], what: &str) -> Result<T, 
 /// Items as stored: the parts the wire form leaves out (the plan's resource, its
 /// Provenance) kept, and each Provenance record stored once however many items it covers.
 #[derive(Serialize, Deserialize)]
-struct StoredItems {
+pub(crate) struct StoredItems {
     items: Vec<StoredItem>,
     provenance: Vec<Arc<Value>>,
 }
@@ -209,7 +209,16 @@ impl From<&[HistoryItem]> for StoredItems {
 }
 
 impl StoredItems {
-    fn into_items(self) -> Vec<HistoryItem> {
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The items' keys (`Type/id` at the plan).
+    pub(crate) fn keys(&self) -> impl Iterator<Item = String> + '_ {
+        self.items.iter().map(|i| i.item.key.clone())
+    }
+
+    pub(crate) fn into_items(self) -> Vec<HistoryItem> {
         let provenance = self.provenance;
         self.items
             .into_iter()

@@ -108,7 +108,11 @@ impl PayerRuntime {
     }
 
     pub fn summary(&self) -> api::PayerSummary {
-        api::PayerSummary { id: self.config.id.clone(), name: self.config.name.clone() }
+        api::PayerSummary {
+            id: self.config.id.clone(),
+            name: self.config.name.clone(),
+            routes: self.config.routes.clone(),
+        }
     }
 }
 
@@ -128,6 +132,9 @@ pub struct Inner {
     /// Plan histories read and parsed at once on this server (`limits.history_reads_in_flight`):
     /// a parsed history is several times the plan's bytes, so this bounds the peak.
     pub history_reads: tokio::sync::Semaphore,
+    /// Set when the server is stopping: long-running work (a Provider Access request's
+    /// polling) stops between steps and leaves its lease to run out for the next server.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone)]
@@ -172,8 +179,18 @@ impl AppState {
             launches: Launches::new(store, cache_bytes),
             worker_id: uuid::Uuid::new_v4().to_string(),
             history_reads: tokio::sync::Semaphore::new(config.limits.history_reads_in_flight),
+            stopping: Default::default(),
             config,
         })))
+    }
+
+    /// Tells long-running work to stop at its next step (the server is shutting down).
+    pub fn stop(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How long a job is held before another server may take it over.

@@ -181,6 +181,7 @@ pub async fn write(owned: &OwnedLaunch) -> Result<WriteResult, ServiceError> {
                 kind: store::JobKind::WriteBack,
                 dedupe_key: Some(format!("write-back:{}", owned.id())),
                 launch_id: Some(owned.id().to_owned()),
+                subject: None,
                 payload: serde_json::to_vec(&job).expect("a write job serialises"),
                 run_after: now,
                 leased_to: Some((state.worker_id.clone(), state.job_lease_secs())),

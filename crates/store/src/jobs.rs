@@ -7,18 +7,23 @@
 pub enum JobKind {
     /// Writing a launch's selection into the EMR.
     WriteBack,
+    /// A Provider Access request at a plan: member match, then a bulk export, polled until
+    /// done (minutes to a business day).
+    ProviderAccess,
 }
 
 impl JobKind {
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::WriteBack => "write-back",
+            JobKind::ProviderAccess => "provider-access",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "write-back" => Some(JobKind::WriteBack),
+            "provider-access" => Some(JobKind::ProviderAccess),
             _ => None,
         }
     }
@@ -31,6 +36,8 @@ pub struct NewJob {
     /// Queuing the same key again while the job is not finished returns the queued job.
     pub dedupe_key: Option<String>,
     pub launch_id: Option<String>,
+    /// What the job is about, for finding it again from a later launch (`None`: only by id).
+    pub subject: Option<String>,
     pub payload: Vec<u8>,
     pub run_after: i64,
     /// Leased at once to this worker for this many seconds (the request runs it itself, and
@@ -71,4 +78,15 @@ pub enum JobStatus {
     Running { attempts: i64 },
     Done { result: Vec<u8> },
     Failed { result: Vec<u8> },
+}
+
+/// A job as a lookup by subject finds it.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    pub id: String,
+    pub status: JobStatus,
+    /// The payload as last saved (a running job saves its progress in it).
+    pub payload: Vec<u8>,
+    pub created_at: i64,
+    pub updated_at: i64,
 }

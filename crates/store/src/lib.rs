@@ -15,7 +15,7 @@ mod sql;
 pub mod testing;
 
 pub use audit::{AuditAction, AuditEntry, AuditOutcome};
-pub use jobs::{Enqueued, Job, JobKind, JobOutcome, JobStatus, NewJob};
+pub use jobs::{Enqueued, Job, JobKind, JobOutcome, JobRecord, JobStatus, NewJob};
 pub use seal::Sealer;
 pub use sessions::StoreSessions;
 pub use sql::{Engine, SqlStore};
@@ -114,12 +114,29 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: i64,
     ) -> Result<bool, StoreError>;
     async fn job(&self, id: &str) -> Result<Option<JobStatus>, StoreError>;
+    /// Saves a running job's progress (`payload`) and holds its lease until `lease_until`;
+    /// `false` when `worker` no longer holds it.
+    async fn renew(
+        &self,
+        id: &str,
+        worker: &str,
+        payload: &[u8],
+        lease_until: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// The jobs of `kind` about `subject`, newest first (at most `limit`).
+    async fn jobs_about(
+        &self,
+        kind: JobKind,
+        subject: &str,
+        limit: i64,
+    ) -> Result<Vec<JobRecord>, StoreError>;
 
     async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
     /// Audit entries recorded at or after `since` (milliseconds), oldest first.
     async fn audit_since(&self, since_ms: i64) -> Result<Vec<AuditEntry>, StoreError>;
 
-    /// Deletes launches (with their histories and jobs) last used before `idle_before`, and
-    /// sessions expired by `now`. The audit log stays.
+    /// Deletes launches (with their histories and jobs) last used before `idle_before`, jobs
+    /// of no launch untouched since then, and sessions expired by `now`. The audit log stays.
     async fn purge(&self, now: i64, idle_before: i64) -> Result<Purged, StoreError>;
 }

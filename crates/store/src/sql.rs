@@ -9,7 +9,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 use crate::audit::AuditEntry;
-use crate::jobs::{Enqueued, Job, JobKind, JobOutcome, JobStatus, NewJob};
+use crate::jobs::{Enqueued, Job, JobKind, JobOutcome, JobRecord, JobStatus, NewJob};
 use crate::seal::Sealer;
 use crate::{Purged, Store, StoreError, StoredLaunch};
 
@@ -75,6 +75,21 @@ impl SqlStore {
     }
 
     /// The unfinished job queued under `key`.
+    /// A job's state from a row whose first columns are `state, attempts, result`.
+    fn job_status(&self, id: &str, row: &AnyRow) -> Result<JobStatus, StoreError> {
+        let state: String = row.try_get(0)?;
+        let result = || -> Result<Vec<u8>, StoreError> {
+            let sealed: Option<Vec<u8>> = row.try_get(2)?;
+            sealed.map(|s| self.open(&job_aad(id), &s)).transpose().map(Option::unwrap_or_default)
+        };
+        Ok(match state.as_str() {
+            "queued" => JobStatus::Queued,
+            "running" => JobStatus::Running { attempts: row.try_get(1)? },
+            "done" => JobStatus::Done { result: result()? },
+            _ => JobStatus::Failed { result: result()? },
+        })
+    }
+
     async fn pending_with(&self, key: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query(
             "SELECT id FROM jobs WHERE dedupe_key = $1 AND state IN ('queued', 'running')",
@@ -283,8 +298,8 @@ impl Store for SqlStore {
         let dedupe_key = job.dedupe_key.clone();
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, kind, dedupe_key, launch_id, payload, state, attempts, run_after, \
-             lease_owner, lease_until, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+             lease_owner, lease_until, created_at, updated_at, subject) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)",
         )
         .bind(&id)
         .bind(job.kind.as_str())
@@ -297,6 +312,7 @@ impl Store for SqlStore {
         .bind(owner)
         .bind(until)
         .bind(now)
+        .bind(job.subject)
         .execute(&self.pool)
         .await;
         match (inserted, dedupe_key) {
@@ -378,18 +394,59 @@ impl Store for SqlStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        let Some(row) = row else { return Ok(None) };
-        let state: String = row.try_get(0)?;
-        let result = || -> Result<Vec<u8>, StoreError> {
-            let sealed: Option<Vec<u8>> = row.try_get(2)?;
-            sealed.map(|s| self.open(&job_aad(id), &s)).transpose().map(Option::unwrap_or_default)
-        };
-        Ok(Some(match state.as_str() {
-            "queued" => JobStatus::Queued,
-            "running" => JobStatus::Running { attempts: row.try_get(1)? },
-            "done" => JobStatus::Done { result: result()? },
-            _ => JobStatus::Failed { result: result()? },
-        }))
+        row.map(|row| self.job_status(id, &row)).transpose()
+    }
+
+    async fn renew(
+        &self,
+        id: &str,
+        worker: &str,
+        payload: &[u8],
+        lease_until: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let sealed = self.seal(&job_aad(id), payload)?;
+        let renewed = sqlx::query(
+            "UPDATE jobs SET payload = $1, lease_until = $2, updated_at = $3 \
+             WHERE id = $4 AND lease_owner = $5 AND state = 'running'",
+        )
+        .bind(sealed)
+        .bind(lease_until)
+        .bind(now)
+        .bind(id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    async fn jobs_about(
+        &self,
+        kind: JobKind,
+        subject: &str,
+        limit: i64,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, attempts, result, id, payload, created_at, updated_at FROM jobs \
+             WHERE kind = $1 AND subject = $2 ORDER BY created_at DESC, id LIMIT $3",
+        )
+        .bind(kind.as_str())
+        .bind(subject)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get(3)?;
+                Ok(JobRecord {
+                    status: self.job_status(&id, row)?,
+                    payload: self.open(&job_aad(&id), &row.try_get::<Vec<u8>, _>(4)?)?,
+                    created_at: row.try_get(5)?,
+                    updated_at: row.try_get(6)?,
+                    id,
+                })
+            })
+            .collect()
     }
 
     async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
@@ -427,6 +484,12 @@ impl Store for SqlStore {
             .bind(idle_before)
             .execute(&mut *tx)
             .await?;
+        let unattached =
+            sqlx::query("DELETE FROM jobs WHERE launch_id IS NULL AND updated_at < $1")
+                .bind(idle_before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         let launches = sqlx::query("DELETE FROM launches WHERE last_used < $1")
             .bind(idle_before)
             .execute(&mut *tx)
@@ -438,6 +501,6 @@ impl Store for SqlStore {
             .await?
             .rows_affected();
         tx.commit().await?;
-        Ok(Purged { launches, sessions, jobs })
+        Ok(Purged { launches, sessions, jobs: jobs + unattached })
     }
 }

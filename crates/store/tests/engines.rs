@@ -69,6 +69,7 @@ fn job(key: &str) -> NewJob {
         kind: JobKind::WriteBack,
         dedupe_key: Some(key.into()),
         launch_id: None,
+        subject: None,
         payload: b"work".to_vec(),
         run_after: 0,
         leased_to: None,
@@ -110,6 +111,39 @@ async fn two_workers_never_hold_one_job() {
         assert_eq!(store.job(&id).await.unwrap(), Some(JobStatus::Done { result: b"ok".to_vec() }));
         assert!(store.claim(JobKind::WriteBack, "again", 30, 100).await.unwrap().is_none());
         assert_ne!(store.enqueue(job("k1"), 101).await.unwrap().id, id, "a finished key is free");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_long_job_saves_its_progress_holds_its_lease_and_is_found_by_subject() {
+    each_engine(async |store| {
+        let mut request = job("provider-access:ehr|p1|plan");
+        request.kind = JobKind::ProviderAccess;
+        request.subject = Some("ehr|p1|plan".into());
+        request.leased_to = Some(("w1".into(), 30));
+        let id = store.enqueue(request, 10).await.unwrap().id;
+        // Polling: progress saved, lease held past its first end.
+        assert!(store.renew(&id, "w1", b"exporting", 100, 20).await.unwrap());
+        assert!(store.claim(JobKind::ProviderAccess, "w2", 30, 60).await.unwrap().is_none());
+        assert!(!store.renew(&id, "w2", b"stolen", 200, 61).await.unwrap(), "not the holder");
+        let found = store.jobs_about(JobKind::ProviderAccess, "ehr|p1|plan", 5).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].payload, b"exporting");
+        assert_eq!(found[0].status, JobStatus::Running { attempts: 1 });
+        assert_eq!((found[0].created_at, found[0].updated_at), (10, 20));
+        // The server stops: the lease runs out and another takes the job with its progress.
+        let taken = store.claim(JobKind::ProviderAccess, "w2", 30, 101).await.unwrap().unwrap();
+        assert_eq!(taken.payload, b"exporting");
+        assert!(store.finish(&id, "w2", JobOutcome::Done, b"items", 102).await.unwrap());
+        assert!(store.jobs_about(JobKind::ProviderAccess, "other", 5).await.unwrap().is_empty());
+        // Jobs of no launch go with retention too.
+        assert_eq!(store.purge(200, 150).await.unwrap().jobs, 1);
+        assert!(store
+            .jobs_about(JobKind::ProviderAccess, "ehr|p1|plan", 5)
+            .await
+            .unwrap()
+            .is_empty());
     })
     .await;
 }

@@ -86,6 +86,7 @@ async fn a_write_back_cut_off_by_a_crash_is_finished_by_the_next_server() {
                 kind: store::JobKind::WriteBack,
                 dedupe_key: Some(format!("write-back:{launch}")),
                 launch_id: Some(launch.clone()),
+                subject: None,
                 payload: serde_json::to_vec(&job).unwrap(),
                 run_after: now - 600,
                 leased_to: Some(("a-server-that-died".into(), 1)),

@@ -16,5 +16,6 @@ mod history;
 mod hostile_plan;
 mod launch;
 mod plan;
+mod provider_access;
 mod real_fhir_server;
 mod writeback;

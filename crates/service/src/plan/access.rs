@@ -104,16 +104,7 @@ pub(crate) async fn follow_if_needed(
     let MemberState::Unchecked(access) = &plan.member else { return plan };
     plan.member = follow(owned, payer, access.clone()).await;
     if let MemberState::Mismatch(mismatch) = &plan.member {
-        let fields: Vec<String> = mismatch.fields.iter().map(|f| format!("{f:?}")).collect();
-        let refused = crate::audit::Access {
-            action: store::AuditAction::MemberMatchRefused,
-            outcome: store::AuditOutcome::MinorFailure,
-            plan: Some(&plan.payer_id),
-            count: 0,
-            references: Vec::new(),
-            note: Some(format!("identity check failed: {} differ", fields.join(", "))),
-        };
-        crate::audit::record_done(owned, refused).await;
+        audit_refused(owned, &plan.payer_id, mismatch).await;
     }
     let kept = owned
         .update(|launch| {
@@ -130,6 +121,24 @@ pub(crate) async fn follow_if_needed(
         tracing::warn!(error = %e, "identity check result not saved");
     }
     plan
+}
+
+/// Records that the identity check refused the plan's member.
+pub(crate) async fn audit_refused(
+    owned: &OwnedLaunch,
+    payer_id: &str,
+    mismatch: &api::MemberMismatch,
+) {
+    let fields: Vec<String> = mismatch.fields.iter().map(|f| format!("{f:?}")).collect();
+    let refused = crate::audit::Access {
+        action: store::AuditAction::MemberMatchRefused,
+        outcome: store::AuditOutcome::MinorFailure,
+        plan: Some(payer_id),
+        count: 0,
+        references: Vec::new(),
+        note: Some(format!("identity check failed: {} differ", fields.join(", "))),
+    };
+    crate::audit::record_done(owned, refused).await;
 }
 
 /// The member's record at the plan against the EMR's patient.
@@ -181,7 +190,7 @@ async fn follow(owned: &OwnedLaunch, payer: &PayerRuntime, mut access: PlanAcces
 
 /// The identity check ([`::pdex::identity::check`]); a mismatch is logged (which parts, never
 /// names or values) and described for the page.
-fn check_identity(
+pub(crate) fn check_identity(
     payer: &PayerRuntime,
     emr_patient: &Value,
     plan_patient: &Value,

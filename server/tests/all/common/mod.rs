@@ -171,6 +171,7 @@ impl Driver {
     /// Stops the server and starts a new one on the same configuration and data directory
     /// (a restart or a deploy): nothing of the old one's memory is kept.
     pub async fn restart(&mut self, config_adjust: impl FnOnce(&mut service::AppConfig)) {
+        self.prepared.state.stop();
         let state = prepare_with(&self.cli, config_adjust).await.unwrap();
         self.router = server::router(state.clone(), Frontend::load(&self.cli.dist_dir));
         self.prepared.state = state;
