@@ -1,6 +1,7 @@
 mod banner;
 mod history;
 mod plan;
+mod provider_access;
 mod write;
 
 pub use banner::PatientBanner;

@@ -6,7 +6,23 @@ use api::{
 };
 use leptos::prelude::*;
 
+use super::provider_access::{AccessOpened, ProviderAccessPanel};
 use crate::server_fns::{card_feedback, load_plan_status, request_plan_history};
+
+/// The plan identified from the coverage, when it offers `route`.
+fn offering(identification: &Identification, route: api::PlanRoute) -> Option<PayerSummary> {
+    match identification {
+        Identification::Ready { payer, .. } if payer.routes.contains(&route) => Some(payer.clone()),
+        _ => None,
+    }
+}
+
+/// Whether the hook may be asked: the plan offers it, or the member is typed (the hook is
+/// the route that takes a typed member id).
+fn hook_offered(identification: &Identification) -> bool {
+    !matches!(identification, Identification::Ready { .. })
+        || offering(identification, api::PlanRoute::CdsHooks).is_some()
+}
 
 /// What the clinician asked for: a plan and a typed member id, or neither (use the coverage).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -18,6 +34,7 @@ struct Ask {
 #[component]
 pub fn PlanPanel(launch_kind: LaunchKind) -> impl IntoView {
     let launch = crate::launch_id();
+    provide_context(AccessOpened(RwSignal::new(false)));
     let status = {
         let launch = launch.clone();
         LocalResource::new(move || load_plan_status(launch.clone()))
@@ -35,7 +52,8 @@ pub fn PlanPanel(launch_kind: LaunchKind) -> impl IntoView {
     // After an EHR launch the plan is asked straight away; a standalone launch waits for the button.
     Effect::new(move |_| {
         if let Some(Ok(s)) = status.get() {
-            let ready = matches!(s.identification, Identification::Ready { .. });
+            let ready = matches!(s.identification, Identification::Ready { .. })
+                && hook_offered(&s.identification);
             if launch_kind == LaunchKind::Ehr
                 && ready
                 && s.answer.is_none()
@@ -90,11 +108,14 @@ fn PlanBody(status: PlanStatus, ask: Action<Ask, Result<PlanAnswer, ApiError>>) 
     );
     let waiting_for = payer_name.clone().unwrap_or_else(|| "the plan".into());
     let button_payer = payer_name.clone();
+    let provider_access = offering(&identification, api::PlanRoute::ProviderAccess);
+    let hook = hook_offered(&identification);
     view! {
         <h2 id="plan-heading">"Health plan"</h2>
         <Intro identification=identification.clone() />
+        {provider_access.map(|payer| view! { <ProviderAccessPanel payer /> })}
         {move || {
-            let can_ask = matches!(identification, Identification::Ready { .. });
+            let can_ask = matches!(identification, Identification::Ready { .. }) && hook;
             (can_ask && answer.get().is_none() && !ask.pending().get()).then(|| {
                 let name = button_payer.clone().unwrap_or_default();
                 view! {
@@ -237,7 +258,11 @@ fn Answer(
             })}
             {not_matched.then(|| view! { <MemberIdForm payers ask /> })}
         </div>
-        {answer.member.is_some().then(|| view! { <crate::components::HistoryReview /> })}
+        {
+            let AccessOpened(opened) = expect_context::<AccessOpened>();
+            let member = answer.member.is_some();
+            move || (member && !opened.get()).then(|| view! { <crate::components::HistoryReview /> })
+        }
     }
     .into_any()
 }

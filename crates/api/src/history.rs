@@ -19,6 +19,10 @@ pub struct HistoryView {
     pub notes: Vec<String>,
     /// When the plan's data was read (RFC 3339).
     pub fetched_at: String,
+    /// The plan gave it to view only (a Provider Access snapshot): nothing can be added to
+    /// the chart from it.
+    #[serde(default)]
+    pub view_only: bool,
 }
 
 /// One item with everything the detail view shows.

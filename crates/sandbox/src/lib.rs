@@ -3,6 +3,7 @@
 //! deterministic synthetic patients. It runs in its own process (the `sandbox` binary) or in
 //! a test's, never in the app's. The demo and every end-to-end test run against it.
 
+pub mod access_requests;
 pub mod auth;
 pub mod booking;
 pub mod cds_trust;
@@ -150,7 +151,7 @@ impl Sandbox {
         let booking = Arc::new(booking::BookingPage { ehr: ehr.clone(), booking });
         let tasks = vec![
             serve(ehr_listener, ehr::router(ehr.clone()).merge(booking::router(booking))),
-            serve(plan_listener, plan::router(plan.clone())),
+            serve(plan_listener, plan::router(plan.clone(), provider_access::router(plan.clone()))),
         ];
         tracing::info!(ehr = %ehr.base_url, plan = %plan.base_url, "sandbox started");
         Ok(Self { ehr, plan, ehr_fhir_base, tasks })

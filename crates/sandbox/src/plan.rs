@@ -73,7 +73,7 @@ pub struct Plan {
     /// Every request to the CDS endpoints, verified or not.
     pub received: Mutex<Vec<ReceivedRequest>>,
     /// The Provider Access API's requests and behaviour.
-    pub provider_access: crate::provider_access::ProviderAccess,
+    pub provider_access: crate::access_requests::ProviderAccess,
 }
 
 /// The plan's members: everyone whose EHR coverage names the plan. One person covered by
@@ -464,14 +464,15 @@ fn one(found: Vec<&Member>) -> Result<&Member, MatchFailure> {
     }
 }
 
-pub fn router(plan: Arc<Plan>) -> Router {
+/// The plan's endpoints; `operations` are more FHIR routes (the Provider Access API).
+pub fn router(plan: Arc<Plan>, operations: Router) -> Router {
     let smart_config = {
         let plan = plan.clone();
         move || async move { Json(plan.auth.smart_configuration()) }
     };
     let fhir = crate::fhir_api::router(plan.api.clone())
         .route("/.well-known/smart-configuration", get(smart_config))
-        .merge(crate::provider_access::router(plan.clone()));
+        .merge(operations);
     Router::new()
         .route("/", get(home))
         .route("/cds-services", get(discovery))

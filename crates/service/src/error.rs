@@ -100,6 +100,7 @@ pub enum Refusal {
     NothingImportedYet,
     AccessRequestRunning,
     NoAccessResult,
+    ViewOnly,
 }
 
 impl From<Refusal> for ServiceError {
@@ -132,6 +133,7 @@ impl Refusal {
             Refusal::NoNpi => "The plan needs the treating clinician's NPI for the treatment attestation, and the EHR's record of the signed-in user has none. Ask your EHR administrator to add it.",
             Refusal::NothingImportedYet => "Nothing was imported from this plan for this patient yet: ask for the full history first.",
             Refusal::AccessRequestRunning => "A request to this plan for this patient is already running. Its progress is shown; it does not need asking again.",
+            Refusal::ViewOnly => "This history was asked of the plan to view only (a snapshot): nothing of it can be added to the chart. Ask the plan for the full history to import it.",
             Refusal::NoAccessResult => "The plan's answer for this patient is not ready yet (or was deleted after the retention time). Ask the plan again.",
         }
     }

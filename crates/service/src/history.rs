@@ -50,6 +50,7 @@ pub(crate) struct Read {
     items: Vec<HistoryItem>,
     own: Own,
     notes: Vec<String>,
+    view_only: bool,
 }
 
 /// Items the plan sent by another route (a Provider Access export), checked against the
@@ -58,13 +59,14 @@ pub(crate) async fn checked_against_chart(
     owned: &OwnedLaunch,
     mut items: Vec<HistoryItem>,
     notes: Vec<String>,
+    view_only: bool,
 ) -> Read {
     let ((chart_resources, chart_notes), own) = tokio::join!(chart(owned), own_parties(owned));
     let index = ChartIndex::new(&chart_resources);
     pdex::dedupe::mark_duplicates(&mut items, &index);
     let mut notes = notes;
     notes.extend(chart_notes);
-    Read { items: pdex::newest_first(items), own, notes }
+    Read { items: pdex::newest_first(items), own, notes, view_only }
 }
 
 /// Reads the member's history at the plan and the patient's chart at the EMR together, and
@@ -107,7 +109,7 @@ async fn read_history(
     let index = ChartIndex::new(&chart_resources);
     let items = pdex::review_items(fetched.pages, &index);
     tracing::info!(payer = %payer.config.id, items = items.len(), "plan history read");
-    Ok((Read { items, own, notes }, access))
+    Ok((Read { items, own, notes, view_only: false }, access))
 }
 
 /// Keeps a fresh read with the launch (its items as a new snapshot in the store): a refresh
@@ -162,6 +164,7 @@ pub(crate) async fn keep(
         own: read.own,
         notes: read.notes,
         fetched_at: now_rfc3339(),
+        view_only: read.view_only,
     };
     let view = history.view(&items, &payer.config.name);
     owned

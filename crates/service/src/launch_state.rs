@@ -155,6 +155,9 @@ pub struct HistoryState {
     pub own: Own,
     pub notes: Vec<String>,
     pub fetched_at: String,
+    /// Asked of the plan to view only (a Provider Access snapshot): never written.
+    #[serde(default)]
+    pub view_only: bool,
 }
 
 impl HistoryState {
@@ -191,6 +194,7 @@ impl HistoryState {
                 || !self.own.organization_names.is_empty(),
             notes: self.notes.clone(),
             fetched_at: self.fetched_at.clone(),
+            view_only: self.view_only,
         }
     }
 }

@@ -54,6 +54,9 @@ async fn selection(
     keys: Option<&WriteJob>,
 ) -> Result<(Vec<HistoryItem>, Vec<usize>), ServiceError> {
     let history = launch.history.as_ref().ok_or(Refusal::LoadHistoryFirst)?;
+    if history.view_only {
+        return Err(Refusal::ViewOnly.into());
+    }
     let chosen: HashSet<&str> = match keys {
         // The history was read again since the write was asked for: its keys are not these.
         Some(job) if job.items_id != history.items_id => return Err(Refusal::AnswerChanged.into()),
@@ -166,6 +169,9 @@ fn unwrap_ehr<T>(result: Result<T, ServiceError>) -> Result<T, fhir::FhirError> 
 pub async fn write(owned: &OwnedLaunch) -> Result<WriteResult, ServiceError> {
     let snapshot = owned.snapshot().await;
     let history = snapshot.history.as_ref().ok_or(Refusal::LoadHistoryFirst)?;
+    if history.view_only {
+        return Err(Refusal::ViewOnly.into());
+    }
     let mut keys: Vec<String> = history.selected.iter().cloned().collect();
     if keys.is_empty() {
         return Err(Refusal::SelectSomething.into());

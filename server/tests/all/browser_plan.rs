@@ -168,3 +168,36 @@ async fn a_typed_member_id_naming_someone_else_says_so_and_shows_nothing_of_thei
     }
     browser.close().await;
 }
+
+#[tokio::test]
+async fn provider_access_from_the_attestation_to_the_review_with_its_progress() {
+    let app = start().await;
+    app.sandbox()
+        .plan
+        .provider_access
+        .set_behaviour(|b| b.delay = std::time::Duration::from_secs(3));
+    let browser = Browser::start().await;
+    ehr_launch(&browser, &app, "pat-001").await;
+    // Provider Access comes first, and asks nothing before the clinician attests.
+    let panel = browser.text("[data-testid=provider-access]").await;
+    assert!(panel.contains("Provider Access"), "{panel}");
+    let ask = browser.wait("[data-testid=pa-ask]").await;
+    assert!(!ask.is_enabled().await.unwrap(), "the ask waits for the attestation");
+    browser.click("[data-testid=pa-attest]").await;
+    browser.click("[data-testid=pa-ask]").await;
+    // The progress, while the plan works: matching, then exporting.
+    browser.wait("[data-testid=pa-stage][data-stage=matching]").await;
+    browser.wait("[data-testid=pa-stage][data-stage=exporting]").await;
+    let ready = browser.text("[data-testid=pa-stage][data-stage=ready]").await;
+    assert!(ready.starts_with("Ready: "), "{ready}");
+    browser.click("[data-testid=pa-open]").await;
+    let count = browser.text("[data-testid=pa-review] [data-testid=selection-count]").await;
+    let total: usize =
+        ready.trim_start_matches("Ready: ").split(' ').next().unwrap().parse().unwrap();
+    assert!(count.ends_with(&format!("of {total} selected")), "{count} / {ready}");
+    // One review on the page: the export's, not the hook's as well.
+    let reviews =
+        browser.client.find_all(fantoccini::Locator::Css("section.history")).await.unwrap();
+    assert_eq!(reviews.len(), 1);
+    browser.close().await;
+}

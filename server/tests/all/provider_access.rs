@@ -170,6 +170,13 @@ async fn a_later_launch_finds_the_request_and_another_patient_does_not() {
     assert!(done["stage"]["Ready"].is_object(), "{done}");
     let (status, view) = driver.server_fn("provider_access_open", &[("launch", &later)]).await;
     assert_eq!(status, StatusCode::OK, "{view}");
+    // A snapshot is to view only: nothing of it goes into the chart.
+    assert_eq!(view["view_only"], true);
+    let rows = view["items"].as_array().unwrap().clone();
+    select_only(&mut driver, &later, &rows, &choose(&rows, 2, 0)).await;
+    let (status, refused) = add(&mut driver, &later).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("view only"), "{refused}");
     // Another patient's launch sees none of it.
     let other = driver.launch("pat-003").await;
     let (status, none) = driver.server_fn("provider_access_status", &[("launch", &other)]).await;

@@ -306,12 +306,12 @@ pub async fn open(owned: &OwnedLaunch) -> Result<HistoryView, ServiceError> {
         requests(owned, &payer, 20).await?.into_iter().find_map(|(record, request)| {
             match (&record.status, &request.stage) {
                 (store::JobStatus::Done { result }, Stage::Ready { .. }) => {
-                    Some((record.id.clone(), result.clone()))
+                    Some((record.id.clone(), result.clone(), request.purpose))
                 }
                 _ => None,
             }
         });
-    let (job_id, result) = found.ok_or(Refusal::NoAccessResult)?;
+    let (job_id, result, purpose) = found.ok_or(Refusal::NoAccessResult)?;
     let result: AccessResult = serde_json::from_slice(&result)
         .map_err(|e| store::StoreError::Seal(format!("Provider Access result unreadable: {e}")))?;
     let member = result.member.clone().ok_or(Refusal::NoAccessResult)?;
@@ -363,7 +363,8 @@ pub async fn open(owned: &OwnedLaunch) -> Result<HistoryView, ServiceError> {
         crate::plan::access::audit_refused(owned, &plan.payer_id, &mismatch).await;
         return Err(ServiceError::MemberMismatch(mismatch));
     }
-    let read = crate::history::checked_against_chart(owned, items, result.notes).await;
+    let view_only = purpose == ExportPurpose::Snapshot;
+    let read = crate::history::checked_against_chart(owned, items, result.notes, view_only).await;
     crate::history::keep(owned, &payer, &plan, access, read).await
 }
 

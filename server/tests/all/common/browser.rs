@@ -77,9 +77,20 @@ impl Browser {
     }
 
     /// Waits for an element and returns its text.
+    /// The text of the first element matching `css`, once there. An element the page
+    /// redraws between finding and reading it is found again.
     pub async fn text(&self, css: &str) -> String {
-        let el = self.wait(css).await;
-        el.text().await.expect("element text")
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.wait(css).await.text().await {
+                Ok(text) => return text,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("could not read the text of `{css}`: {e}"),
+            }
+        }
     }
 
     pub async fn wait(&self, css: &str) -> fantoccini::elements::Element {
