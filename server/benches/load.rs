@@ -22,22 +22,10 @@
 
 mod shared;
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BASELINE_FLOWS: usize = 10;
-
-/// The server process, stopped when dropped.
-struct ServerProcess(std::process::Child);
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::main]
 async fn main() {
@@ -58,31 +46,8 @@ async fn main() {
     let public_url = url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
     let (sandbox, config) = shared::sandbox_for_app(&args, &public_url, data.path()).await;
     let ehr = sandbox.ehr_url().trim_end_matches('/').to_owned();
-    let mut child = Command::new("bash")
-        .arg("-c")
-        .arg(r#"ulimit -n 1024 && exec "$0" "$@""#)
-        .arg(env!("CARGO_BIN_EXE_server"))
-        .arg("--config")
-        .arg(&config)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data.path())
-        .arg("--dist-dir")
-        .arg(data.path().join("no-dist"))
-        .env("RUST_LOG", std::env::var("MH_BENCH_SERVER_LOG").unwrap_or_else(|_| "error".into()))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let server = ServerProcess(child);
-    stdout
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|line| line.starts_with("Member History is running at"))
-        .expect("the server did not start");
-    // The server keeps writing (its log); a closed pipe would stop it.
-    std::thread::spawn(move || stdout.for_each(drop));
+    let server = shared::ServerProcess::start(&config, port, data.path());
+    let pid = server.pid;
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
     let open_files = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or("?");
     println!(
@@ -126,7 +91,7 @@ async fn main() {
     println!("baseline, one at a time ({BASELINE_FLOWS} flows): median {baseline_median:.1?}");
 
     let memory = |when: &str| {
-        let rss = resident_bytes(pid);
+        let rss = server.memory("VmRSS");
         let stored = store_bytes(data.path());
         println!(
             "{when}: server resident {:.1} MB, store on disk {:.1} MB",
@@ -220,15 +185,6 @@ where
 }
 
 /// The process's resident set (VmRSS).
-fn resident_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// The SQLite store's files (database and WAL) in `data_dir`.
 fn store_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)

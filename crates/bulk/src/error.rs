@@ -92,3 +92,22 @@ pub(crate) fn status_error(status: u16, body: &[u8]) -> BulkError {
         transient: status == 429 || says_transient || bare_server_error,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operation_outcome_decides_whether_a_server_error_is_worth_a_retry() {
+        let outcome = |code: &str| {
+            format!(
+                r#"{{"resourceType":"OperationOutcome","issue":[{{"severity":"error","code":"{code}","diagnostics":"x"}}]}}"#
+            )
+        };
+        assert!(!status_error(500, outcome("exception").as_bytes()).is_transient());
+        assert!(status_error(503, outcome("transient").as_bytes()).is_transient());
+        assert!(status_error(502, b"<html>bad gateway</html>").is_transient());
+        assert!(status_error(429, b"").is_transient());
+        assert!(!status_error(400, b"").is_transient());
+    }
+}

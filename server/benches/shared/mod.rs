@@ -1,5 +1,5 @@
-//! What the write-back benches share: a sandbox with a registered backend-services client,
-//! and fresh synthetic member histories.
+//! What the benches share: a sandbox with a registered backend-services client, fresh
+//! synthetic member histories, and the server binary in a process of its own.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -83,4 +83,65 @@ pub async fn app_with_sandbox(
     let mut cli = server::cli::Cli::for_tests(config, data.to_owned(), dist);
     cli.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     (server::startup::start(cli).await.unwrap(), sandbox)
+}
+
+/// The server binary in its own process (the app alone, so its memory and CPU are the
+/// app's), under `ulimit -n 1024`; stopped when dropped.
+pub struct ServerProcess {
+    child: std::process::Child,
+    pub pid: u32,
+}
+
+impl ServerProcess {
+    /// Starts the server on `port` with `config` and `data`, and waits until it listens.
+    pub fn start(config: &std::path::Path, port: u16, data: &std::path::Path) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(r#"ulimit -n 1024 && exec "$0" "$@""#)
+            .arg(env!("CARGO_BIN_EXE_server"))
+            .arg("--config")
+            .arg(config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--dist-dir")
+            .arg(data.join("no-dist"))
+            .env(
+                "RUST_LOG",
+                std::env::var("MH_BENCH_SERVER_LOG").unwrap_or_else(|_| "error".into()),
+            )
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let server = ServerProcess { child, pid };
+        stdout
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|line| line.starts_with("Member History is running at"))
+            .expect("the server did not start");
+        // The server keeps writing (its log); a closed pipe would stop it.
+        std::thread::spawn(move || stdout.for_each(drop));
+        server
+    }
+
+    /// A memory figure of `/proc/{pid}/status` (`VmRSS`, or `VmHWM` for the peak), in bytes.
+    pub fn memory(&self, field: &str) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -181,7 +181,19 @@ async fn requests(
 /// The latest Provider Access request about this launch's patient at their plan, if any.
 pub async fn status(owned: &OwnedLaunch) -> Result<Option<ProviderAccessView>, ServiceError> {
     let (payer, _) = payer_for(owned).await?;
-    Ok(requests(owned, &payer, 1).await?.into_iter().next().map(|(_, r)| r.view(&payer)))
+    Ok(requests(owned, &payer, 1).await?.into_iter().next().map(|(record, mut request)| {
+        // The last step is saved a moment before its result: until the job is closed, it is
+        // not ready to open.
+        let open = !matches!(
+            record.status,
+            store::JobStatus::Done { .. } | store::JobStatus::Failed { .. }
+        );
+        if open && request.stage.is_final() {
+            request.stage = Stage::Export { group_id: String::new(), member: None };
+            request.progress = Some("saving the plan's data".into());
+        }
+        request.view(&payer)
+    }))
 }
 
 /// Asks the patient's plan for their history by the Provider Access API, attesting the
