@@ -74,7 +74,6 @@ impl SqlStore {
         Self::connect(&format!("sqlite://{}", path.display()), sealer).await
     }
 
-    /// The unfinished job queued under `key`.
     /// A job's state from a row whose first columns are `state, attempts, result`.
     fn job_status(&self, id: &str, row: &AnyRow) -> Result<JobStatus, StoreError> {
         let state: String = row.try_get(0)?;
@@ -90,6 +89,7 @@ impl SqlStore {
         })
     }
 
+    /// The unfinished job queued under `key`.
     async fn pending_with(&self, key: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query(
             "SELECT id FROM jobs WHERE dedupe_key = $1 AND state IN ('queued', 'running')",

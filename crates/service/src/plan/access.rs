@@ -217,17 +217,26 @@ pub(crate) async fn recheck_member(
     access: &PlanAccess,
     emr_patient: &Value,
 ) -> Result<(), ServiceError> {
+    let plan_patient = read_plan_patient(state, payer, access).await?;
+    check_identity(payer, emr_patient, &plan_patient).map_err(ServiceError::MemberMismatch)
+}
+
+/// The member's Patient at the plan, read now with a current token.
+pub(crate) async fn read_plan_patient(
+    state: &AppState,
+    payer: &PayerRuntime,
+    access: &PlanAccess,
+) -> Result<Value, ServiceError> {
     let failed = |cause| ServiceError::Plan { plan: payer.config.name.clone(), cause };
     let mut access = access.clone();
     let token = plan_token(state, payer, &mut access)
         .await
         .map_err(|problem| failed(PlanFailure::Data(problem)))?;
     let client = state.plan_fhir_client(payer, &access.fhir_base);
-    let plan_patient = client
+    client
         .read(token.as_ref().map(Secret::expose), "Patient", &access.patient)
         .await
-        .map_err(|e| failed(PlanFailure::Unconfirmed(e)))?;
-    check_identity(payer, emr_patient, &plan_patient).map_err(ServiceError::MemberMismatch)
+        .map_err(|e| failed(PlanFailure::Unconfirmed(e)))
 }
 
 /// The confirmed member's access, or why there is none: nothing of a plan's is read for

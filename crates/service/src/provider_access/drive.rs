@@ -12,7 +12,7 @@ use smart::Secret;
 
 use super::{export_type, who, AccessRequest, AccessResult, Stage};
 use crate::clock::now_rfc3339;
-use crate::error::{DataProblem, PlanFailure, ServiceError};
+use crate::error::{DataProblem, ServiceError};
 use crate::launch_state::PlanAccess;
 use crate::launches::StoredItems;
 use crate::state::{AppState, PayerRuntime};
@@ -569,28 +569,4 @@ pub async fn resume(state: &AppState) -> Result<usize, ServiceError> {
         }
     }
     Ok(taken)
-}
-
-/// The member's Patient at the plan (when the export left it out), for the identity check.
-pub(super) async fn read_member(
-    state: &AppState,
-    payer: &PayerRuntime,
-    member: &str,
-) -> Result<Value, ServiceError> {
-    let failed = |cause| ServiceError::Plan { plan: payer.config.name.clone(), cause };
-    let mut access = PlanAccess {
-        fhir_base: payer.config.fhir_base.clone(),
-        patient: member.to_owned(),
-        member_id: None,
-        token: None,
-        expires_at: None,
-    };
-    let token = crate::plan::access::plan_token(state, payer, &mut access)
-        .await
-        .map_err(|problem| failed(PlanFailure::Data(problem)))?;
-    let client = state.plan_fhir_client(payer, &access.fhir_base);
-    client
-        .read(token.as_ref().map(Secret::expose), "Patient", member)
-        .await
-        .map_err(|e| failed(PlanFailure::Unconfirmed(e)))
 }

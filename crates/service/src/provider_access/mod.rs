@@ -181,18 +181,19 @@ async fn requests(
 /// The latest Provider Access request about this launch's patient at their plan, if any.
 pub async fn status(owned: &OwnedLaunch) -> Result<Option<ProviderAccessView>, ServiceError> {
     let (payer, _) = payer_for(owned).await?;
-    Ok(requests(owned, &payer, 1).await?.into_iter().next().map(|(record, mut request)| {
+    Ok(requests(owned, &payer, 1).await?.into_iter().next().map(|(record, request)| {
+        let mut view = request.view(&payer);
         // The last step is saved a moment before its result: until the job is closed, it is
         // not ready to open.
-        let open = !matches!(
+        let closed = matches!(
             record.status,
             store::JobStatus::Done { .. } | store::JobStatus::Failed { .. }
         );
-        if open && request.stage.is_final() {
-            request.stage = Stage::Export { group_id: String::new(), member: None };
-            request.progress = Some("saving the plan's data".into());
+        if !closed && request.stage.is_final() {
+            view.stage = ProviderAccessStage::Exporting;
+            view.progress = Some("saving the plan's data".into());
         }
-        request.view(&payer)
+        view
     }))
 }
 
@@ -327,18 +328,20 @@ pub async fn open(owned: &OwnedLaunch) -> Result<HistoryView, ServiceError> {
     let result: AccessResult = serde_json::from_slice(&result)
         .map_err(|e| store::StoreError::Seal(format!("Provider Access result unreadable: {e}")))?;
     let member = result.member.clone().ok_or(Refusal::NoAccessResult)?;
-    let plan_patient = match result.plan_patient.clone() {
-        Some(patient) => patient,
-        None => drive::read_member(owned.state(), &payer, &member).await?,
-    };
-    let emr_patient = owned.emr().patient().await?;
-    let access = PlanAccess {
+    let mut access = PlanAccess {
         fhir_base: payer.config.fhir_base.clone(),
         patient: member.clone(),
-        member_id: cds_hooks::pdex::member_id(&plan_patient).map(str::to_owned),
+        member_id: None,
         token: None,
         expires_at: None,
     };
+    // The export's own Patient, else read now (an export may leave it out).
+    let plan_patient = match result.plan_patient.clone() {
+        Some(patient) => patient,
+        None => crate::plan::access::read_plan_patient(owned.state(), &payer, &access).await?,
+    };
+    access.member_id = cds_hooks::pdex::member_id(&plan_patient).map(str::to_owned);
+    let emr_patient = owned.emr().patient().await?;
     let checked = crate::plan::access::check_identity(&payer, &emr_patient, &plan_patient);
     let items = result.items.into_items();
     let member_state = match &checked {
