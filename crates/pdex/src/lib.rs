@@ -3,6 +3,8 @@
 //! - [`fetch`]: from the plan's FHIR API (`$everything` with paging, or per-type searches);
 //! - [`normalise`]: Bundles and contained resources into [`HistoryItem`]s with display text,
 //!   codes, dates, status and source;
+//! - [`export`]: a bulk export read one resource at a time into the newest items, in
+//!   bounded memory;
 //! - [`dedupe`]: what the EMR's chart already holds (identifier, then code + date);
 //! - [`sensitive`]: behavioural health, substance use, sexual and reproductive health, and
 //!   security labels;
@@ -17,6 +19,7 @@
 pub mod dedupe;
 #[cfg(feature = "client")]
 pub mod document;
+pub mod export;
 #[cfg(feature = "client")]
 pub mod fetch;
 pub mod filter;

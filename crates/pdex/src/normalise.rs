@@ -53,7 +53,7 @@ pub fn flatten(bundles: impl IntoIterator<Item = Value>) -> Vec<Value> {
     out
 }
 
-fn local_key(resource: &Value) -> Option<String> {
+pub(crate) fn local_key(resource: &Value) -> Option<String> {
     Some(format!("{}/{}", resource.get("resourceType")?.as_str()?, resource.get("id")?.as_str()?))
 }
 
@@ -74,8 +74,14 @@ pub fn system_name(system: &str) -> Option<&'static str> {
     })
 }
 
+/// Context entries kept at most per kind (parties, medications, encounters): an export of
+/// any size resolves references in bounded memory; past the cap a reference shows its own
+/// `display`.
+const MAX_CONTEXT: usize = 20_000;
+
 /// Everything a resource can be resolved against: the other resources of the answer.
-struct Directory {
+#[derive(Debug, Default)]
+pub(crate) struct Directory {
     parties: HashMap<String, Arc<Party>>,
     medications: HashMap<String, Value>,
     /// `Encounter/x` → its service provider.
@@ -110,35 +116,57 @@ fn party_of(resource: &Value) -> Party {
     Party { reference: local_key(resource), name, identifiers: identifiers(resource) }
 }
 
+/// The order resources are best read in, one at a time: the parties and medications others
+/// name, then encounters (whose providers name parties), then the rest, then Provenance
+/// (which names the rest).
+pub fn read_order(resource_type: &str) -> u8 {
+    match resource_type {
+        "Patient" | "Organization" | "Practitioner" | "PractitionerRole" | "Location"
+        | "Medication" => 0,
+        "Encounter" => 1,
+        "Provenance" => 3,
+        _ => 2,
+    }
+}
+
 impl Directory {
     fn build(resources: &[Value]) -> Self {
-        let mut parties = HashMap::new();
-        let mut medications = HashMap::new();
-        for r in resources {
-            match r.get("resourceType").and_then(Value::as_str) {
-                Some("Organization" | "Practitioner" | "PractitionerRole" | "Location") => {
-                    if let Some(key) = local_key(r) {
-                        parties.insert(key, Arc::new(party_of(r)));
-                    }
-                }
-                Some("Medication") => {
-                    if let Some(key) = local_key(r) {
-                        medications.insert(key, r.clone());
-                    }
-                }
-                _ => {}
-            }
-        }
-        let mut directory = Directory { parties, medications, encounter_providers: HashMap::new() };
-        for r in resources
-            .iter()
-            .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Encounter"))
-        {
-            if let (Some(key), Some(provider)) = (local_key(r), r.get("serviceProvider")) {
-                directory.encounter_providers.insert(key, directory.party(r, provider));
-            }
+        let mut directory = Directory::default();
+        let mut ordered: Vec<&Value> = resources.iter().collect();
+        ordered.sort_by_key(|r| {
+            read_order(r.get("resourceType").and_then(Value::as_str).unwrap_or(""))
+        });
+        for r in ordered {
+            directory.learn(r);
         }
         directory
+    }
+
+    /// Takes in what `r` tells about others: a party, a medication, or an encounter's
+    /// provider (resolved against the parties already learnt).
+    pub(crate) fn learn(&mut self, r: &Value) {
+        let Some(key) = local_key(r) else { return };
+        match r.get("resourceType").and_then(Value::as_str) {
+            Some("Organization" | "Practitioner" | "PractitionerRole" | "Location")
+                if self.parties.len() < MAX_CONTEXT || self.parties.contains_key(&key) =>
+            {
+                self.parties.insert(key, Arc::new(party_of(r)));
+            }
+            Some("Medication")
+                if self.medications.len() < MAX_CONTEXT || self.medications.contains_key(&key) =>
+            {
+                self.medications.insert(key, r.clone());
+            }
+            Some("Encounter") => {
+                if let Some(provider) = r.get("serviceProvider") {
+                    if self.encounter_providers.len() < MAX_CONTEXT {
+                        let party = self.party(r, provider);
+                        self.encounter_providers.insert(key, party);
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     /// The party a Reference names: a contained resource, one in the answer, or just the
@@ -317,20 +345,14 @@ fn first_reference<'a>(resource: &'a Value, paths: &[&str]) -> Option<&'a Value>
 pub fn normalise(resources: Vec<Value>) -> Vec<HistoryItem> {
     let directory = Directory::build(&resources);
     let provenance = provenance_by_target(&resources);
-    let mut items = Vec::with_capacity(resources.len());
-    for resource in resources {
-        let Some(resource_type) =
-            resource.get("resourceType").and_then(Value::as_str).map(str::to_owned)
-        else {
-            continue;
-        };
-        let Some(category) = Category::of(&resource_type) else { continue };
-        let Some(key) = local_key(&resource) else { continue };
-        let mut item = item(&directory, key, resource_type, category, resource);
-        item.provenance = provenance.get(&item.key).cloned().unwrap_or_default();
-        items.push(item);
-    }
-    items
+    resources
+        .into_iter()
+        .filter_map(|resource| item_of(&directory, resource))
+        .map(|mut item| {
+            item.provenance = provenance.get(&item.key).cloned().unwrap_or_default();
+            item
+        })
+        .collect()
 }
 
 /// The plan's Provenance records (`_revinclude=Provenance:target`, or inside `$everything`)
@@ -338,23 +360,39 @@ pub fn normalise(resources: Vec<Value>) -> Vec<HistoryItem> {
 fn provenance_by_target(resources: &[Value]) -> HashMap<String, Vec<Arc<Value>>> {
     let mut by_target: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
     for resource in resources {
-        if resource.get("resourceType").and_then(Value::as_str) != Some("Provenance")
-            || resource.get("id").and_then(Value::as_str).is_none()
-        {
+        if resource.get("resourceType").and_then(Value::as_str) != Some("Provenance") {
             continue;
         }
         let shared = Arc::new(resource.clone());
-        for target in resource.get("target").and_then(Value::as_array).into_iter().flatten() {
-            let local = target
-                .get("reference")
-                .and_then(Value::as_str)
-                .and_then(|r| Reference::parse(r).local());
-            if let Some(key) = local {
-                by_target.entry(key).or_default().push(shared.clone());
-            }
+        for key in provenance_targets(resource) {
+            by_target.entry(key).or_default().push(shared.clone());
         }
     }
     by_target
+}
+
+/// The item of a resource the review shows (`None` for context: Patient, Coverage,
+/// Organization…).
+pub(crate) fn item_of(directory: &Directory, resource: Value) -> Option<HistoryItem> {
+    let resource_type = resource.get("resourceType").and_then(Value::as_str)?.to_owned();
+    let category = Category::of(&resource_type)?;
+    let key = local_key(&resource)?;
+    Some(item(directory, key, resource_type, category, resource))
+}
+
+/// The local `Type/id`s a Provenance record targets.
+pub(crate) fn provenance_targets(provenance: &Value) -> Vec<String> {
+    if provenance.get("id").and_then(Value::as_str).is_none() {
+        return Vec::new();
+    }
+    provenance
+        .get("target")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.get("reference").and_then(Value::as_str))
+        .filter_map(|r| Reference::parse(r).local())
+        .collect()
 }
 
 fn item(
