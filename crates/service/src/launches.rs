@@ -208,6 +208,31 @@ impl From<&[HistoryItem]> for StoredItems {
     }
 }
 
+impl From<Vec<HistoryItem>> for StoredItems {
+    /// Moves each resource into its stored item (no copy of the plan's data).
+    fn from(items: Vec<HistoryItem>) -> Self {
+        let mut index: HashMap<*const Value, usize> = HashMap::new();
+        let mut provenance = Vec::new();
+        let items = items
+            .into_iter()
+            .map(|mut item| {
+                let refs = std::mem::take(&mut item.provenance)
+                    .into_iter()
+                    .map(|p| {
+                        *index.entry(Arc::as_ptr(&p)).or_insert_with(|| {
+                            provenance.push(p.clone());
+                            provenance.len() - 1
+                        })
+                    })
+                    .collect();
+                let resource = std::mem::take(&mut item.resource);
+                StoredItem { item, resource, provenance: refs }
+            })
+            .collect();
+        StoredItems { items, provenance }
+    }
+}
+
 impl StoredItems {
     pub(crate) fn len(&self) -> usize {
         self.items.len()
@@ -259,5 +284,8 @@ mod tests {
         let bytes = serde_json::to_vec(&stored).unwrap();
         let back: StoredItems = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back.into_items(), items);
+        let moved = StoredItems::from(items.clone());
+        assert_eq!(moved.provenance.len(), 1);
+        assert_eq!(moved.into_items(), items);
     }
 }

@@ -188,9 +188,11 @@ async fn axe_finds_no_serious_or_critical_violations() {
         let result = browser
             .client
             .execute_async(
+                // Colours are judged once transitions (the drawer sliding in) have ended.
                 "const done = arguments[arguments.length - 1];
+                 Promise.all(document.getAnimations().map(a => a.finished)).then(() =>
                  axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations.map(v =>
-                   ({id: v.id, impact: v.impact, nodes: v.nodes.length, help: v.help}))));",
+                   ({id: v.id, impact: v.impact, nodes: v.nodes.length, help: v.help})))));",
                 vec![],
             )
             .await

@@ -19,8 +19,11 @@ use crate::state::{AppState, PayerRuntime};
 
 /// Passing failures (a 5xx, a dropped connection) tried again before the request fails.
 const MAX_RETRIES: u32 = 6;
-/// Resources read from one export at most; the rest are left at the plan (and said so).
-const MAX_RESOURCES: usize = 250_000;
+/// Lines read from one export at most; the rest are left at the plan (and said so).
+const MAX_RESOURCES: usize = 1_000_000;
+/// Items kept for review from one export, the newest (the review lists this many at once);
+/// memory does not grow with the export past them.
+const REVIEW_ITEMS: usize = 10_000;
 /// Member matches per request: an expired Group is matched again once.
 const MAX_MATCHES: u32 = 2;
 /// How long reading an export's files may hold the request.
@@ -299,7 +302,7 @@ async fn exported(
     let result = AccessResult {
         member: read.member,
         plan_patient: read.plan_patient,
-        items: StoredItems::from(&read.items[..]),
+        items: StoredItems::from(read.items),
         notes: read.notes,
     };
     Ok(Advance::Done(stage, Box::new(result)))
@@ -320,14 +323,23 @@ async fn read_files(
     member: Option<String>,
 ) -> Result<ReadExport, Failure> {
     let name = &plan.payer.config.name;
-    let mut resources = Vec::new();
-    let (mut bad_lines, mut truncated) = (0u64, false);
-    for file in &manifest.output {
+    let mut files: Vec<&bulk::OutputFile> = manifest.output.iter().collect();
+    // Context first, Provenance last: each resource is resolved as it is read.
+    files.sort_by_key(|f| pdex::normalise::read_order(&f.resource_type));
+    let mut export = pdex::export::ExportItems::new(REVIEW_ITEMS);
+    let mut found = Found { member, plan_patient: None, patients: Vec::new(), others: 0 };
+    let (mut lines, mut bad_lines, mut truncated) = (0usize, 0u64, false);
+    for file in files {
         let mut reader = plan.bulk.open(token, manifest, file).await?;
         while let Some(line) = reader.next().await {
             match line {
-                Ok(_) if resources.len() >= MAX_RESOURCES => truncated = true,
-                Ok(resource) => resources.push(resource),
+                Ok(_) if lines >= MAX_RESOURCES => truncated = true,
+                Ok(resource) => {
+                    lines += 1;
+                    if let Some(resource) = found.keep(resource) {
+                        export.add(resource);
+                    }
+                }
                 Err(BulkError::BadLine { .. }) => bad_lines += 1,
                 Err(e) => return Err(e.into()),
             }
@@ -352,28 +364,87 @@ async fn read_files(
             "Part of {name}'s export could not be read (a paged or malformed manifest)."
         ));
     }
-    let member = member.or_else(|| only_patient(&resources));
-    let plan_patient = member.as_deref().and_then(|m| {
-        resources
-            .iter()
-            .find(|r| {
-                r.get("resourceType").and_then(Value::as_str) == Some("Patient")
-                    && r.get("id").and_then(Value::as_str) == Some(m)
-            })
-            .cloned()
-    });
-    let (resources, others) = match member.as_deref() {
-        Some(m) => keep_member(resources, m),
-        None => (Vec::new(), 0),
-    };
-    if others > 0 {
+    if found.others > 0 {
         notes.push(format!(
-            "{others} records in {name}'s export were about another person and were left out."
+            "{} records in {name}'s export were about another person, or about nobody the plan named, and were left out.",
+            found.others
         ));
     }
-    let items = pdex::normalise::normalise(resources);
-    tracing::info!(payer = %plan.payer.config.id, items = items.len(), "Provider Access export read");
-    Ok(ReadExport { member, plan_patient, items, notes })
+    let collected = export.finish();
+    if collected.left_out > 0 {
+        notes.push(format!(
+            "{name}'s export holds {} more records, older than the {} shown here; they were not kept for review.",
+            collected.left_out,
+            collected.items.len()
+        ));
+    }
+    tracing::info!(payer = %plan.payer.config.id, items = collected.items.len(), left_out = collected.left_out, "Provider Access export read");
+    Ok(ReadExport {
+        member: found.member,
+        plan_patient: found.plan_patient,
+        items: collected.items,
+        notes,
+    })
+}
+
+/// Whose the export's resources are, learnt as they are read: the member the match named,
+/// else the export's one Patient (Patient files are read first).
+struct Found {
+    member: Option<String>,
+    plan_patient: Option<Value>,
+    patients: Vec<String>,
+    others: usize,
+}
+
+impl Found {
+    /// `resource`, unless it is about another person than the member (a plan's mistake is
+    /// not shown) or nobody is known to be the member yet.
+    fn keep(&mut self, resource: Value) -> Option<Value> {
+        if resource.get("resourceType").and_then(Value::as_str) == Some("Patient") {
+            let id = resource.get("id").and_then(Value::as_str).map(str::to_owned);
+            match (&self.member, id) {
+                (Some(member), Some(id)) if *member == id => {
+                    self.plan_patient = Some(resource.clone());
+                    return Some(resource);
+                }
+                (None, Some(id)) if self.patients.is_empty() => {
+                    self.patients.push(id);
+                    self.plan_patient = Some(resource.clone());
+                    return Some(resource);
+                }
+                (None, Some(id)) => {
+                    // Two Patients and the plan named neither: the export is nobody's.
+                    self.patients.push(id);
+                    self.plan_patient = None;
+                }
+                _ => {}
+            }
+            self.others += 1;
+            return None;
+        }
+        if self.member.is_none() && self.patients.len() == 1 {
+            self.member = self.patients.first().cloned();
+        }
+        let Some(member) = self.member.as_deref() else {
+            self.others += 1;
+            return None;
+        };
+        if about_other(&resource, member) {
+            self.others += 1;
+            return None;
+        }
+        Some(resource)
+    }
+}
+
+/// Whether `r` names a Patient other than `member` as its subject.
+fn about_other(r: &Value, member: &str) -> bool {
+    let own = format!("Patient/{member}");
+    ["/subject/reference", "/patient/reference", "/beneficiary/reference"]
+        .iter()
+        .filter_map(|p| r.pointer(p).and_then(Value::as_str))
+        .filter_map(|reference| fhir::Reference::parse(reference).local())
+        .any(|local| local.starts_with("Patient/") && local != own)
 }
 
 /// The plan's error files (OperationOutcomes), as notes: a few, briefly.
@@ -391,37 +462,6 @@ async fn plan_errors(plan: &Plan<'_>, token: Option<&str>, manifest: &Manifest) 
         }
     }
     notes
-}
-
-/// The one Patient of an export that names none.
-fn only_patient(resources: &[Value]) -> Option<String> {
-    let mut patients = resources
-        .iter()
-        .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Patient"))
-        .filter_map(|r| r.get("id").and_then(Value::as_str));
-    match (patients.next(), patients.next()) {
-        (Some(id), None) => Some(id.to_owned()),
-        _ => None,
-    }
-}
-
-/// The resources not about another patient than `member` (an export of one member's data
-/// holds nobody else's; a plan's mistake is not shown), and how many were left out.
-fn keep_member(resources: Vec<Value>, member: &str) -> (Vec<Value>, usize) {
-    let own = format!("Patient/{member}");
-    let about_other = |r: &Value| {
-        ["/subject/reference", "/patient/reference", "/beneficiary/reference"]
-            .iter()
-            .filter_map(|p| r.pointer(p).and_then(Value::as_str))
-            .filter_map(|reference| fhir::Reference::parse(reference).local())
-            .any(|local| local.starts_with("Patient/") && local != own)
-            || (r.get("resourceType").and_then(Value::as_str) == Some("Patient")
-                && r.get("id").and_then(Value::as_str) != Some(member))
-    };
-    let before = resources.len();
-    let kept: Vec<Value> = resources.into_iter().filter(|r| !about_other(r)).collect();
-    let others = before - kept.len();
-    (kept, others)
 }
 
 /// Where relative URLs of a manifest resolve from.
