@@ -105,8 +105,7 @@ impl Launches {
         items: Vec<HistoryItem>,
     ) -> Result<(String, Arc<Vec<HistoryItem>>), ServiceError> {
         let id = new_launch_id();
-        let data =
-            serde_json::to_vec(&StoredItems::from(&items[..])).expect("history items serialise");
+        let data = encode_items(&items);
         self.store.put_history(launch_id, &id, &data, store::now()).await?;
         let items = Arc::new(items);
         self.items.insert((launch_id.to_owned(), id.clone()), Snapshot::new(&items, data.len()));
@@ -181,31 +180,41 @@ struct StoredItem {
     provenance: Vec<usize>,
 }
 
-impl From<&[HistoryItem]> for StoredItems {
-    fn from(items: &[HistoryItem]) -> Self {
-        let mut index: HashMap<*const Value, usize> = HashMap::new();
-        let mut provenance = Vec::new();
-        let items = items
-            .iter()
-            .map(|item| {
-                let refs = item
-                    .provenance
-                    .iter()
-                    .map(|p| {
-                        *index.entry(Arc::as_ptr(p)).or_insert_with(|| {
-                            provenance.push(p.clone());
-                            provenance.len() - 1
-                        })
+/// An item written as [`StoredItem`] is read, borrowing the item (no copy of the plan's data).
+#[derive(Serialize)]
+struct StoredItemRef<'a> {
+    #[serde(flatten)]
+    item: &'a HistoryItem,
+    resource: &'a Value,
+    provenance: Vec<usize>,
+}
+
+/// `items` in the stored form [`StoredItems`] reads, each Provenance record once.
+pub(crate) fn encode_items(items: &[HistoryItem]) -> Vec<u8> {
+    let mut index: HashMap<*const Value, usize> = HashMap::new();
+    let mut provenance: Vec<&Arc<Value>> = Vec::new();
+    let items: Vec<StoredItemRef<'_>> = items
+        .iter()
+        .map(|item| {
+            let refs = item
+                .provenance
+                .iter()
+                .map(|p| {
+                    *index.entry(Arc::as_ptr(p)).or_insert_with(|| {
+                        provenance.push(p);
+                        provenance.len() - 1
                     })
-                    .collect();
-                let mut bare = item.clone();
-                bare.provenance.clear();
-                let resource = std::mem::take(&mut bare.resource);
-                StoredItem { item: bare, resource, provenance: refs }
-            })
-            .collect();
-        StoredItems { items, provenance }
+                })
+                .collect();
+            StoredItemRef { item, resource: &item.resource, provenance: refs }
+        })
+        .collect();
+    #[derive(Serialize)]
+    struct Stored<'a> {
+        items: Vec<StoredItemRef<'a>>,
+        provenance: Vec<&'a Arc<Value>>,
     }
+    serde_json::to_vec(&Stored { items, provenance }).expect("history items serialise")
 }
 
 impl From<Vec<HistoryItem>> for StoredItems {
@@ -279,10 +288,9 @@ mod tests {
             item
         };
         let items = vec![item("Condition/1"), item("Condition/2")];
-        let stored = StoredItems::from(&items[..]);
-        assert_eq!(stored.provenance.len(), 1);
-        let bytes = serde_json::to_vec(&stored).unwrap();
+        let bytes = encode_items(&items);
         let back: StoredItems = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back.provenance.len(), 1);
         assert_eq!(back.into_items(), items);
         let moved = StoredItems::from(items.clone());
         assert_eq!(moved.provenance.len(), 1);
