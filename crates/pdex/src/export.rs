@@ -114,15 +114,6 @@ impl ExportItems {
         }
     }
 
-    /// Items kept so far.
-    pub fn len(&self) -> usize {
-        self.kept.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.kept.is_empty()
-    }
-
     pub fn finish(self) -> Collected {
         let mut items: Vec<HistoryItem> = self.kept.into_values().collect();
         items.reverse();

@@ -189,56 +189,60 @@ struct StoredItemRef<'a> {
     provenance: Vec<usize>,
 }
 
-/// `items` in the stored form [`StoredItems`] reads, each Provenance record once.
-pub(crate) fn encode_items(items: &[HistoryItem]) -> Vec<u8> {
-    let mut index: HashMap<*const Value, usize> = HashMap::new();
-    let mut provenance: Vec<&Arc<Value>> = Vec::new();
-    let items: Vec<StoredItemRef<'_>> = items
-        .iter()
-        .map(|item| {
-            let refs = item
-                .provenance
-                .iter()
-                .map(|p| {
-                    *index.entry(Arc::as_ptr(p)).or_insert_with(|| {
-                        provenance.push(p);
-                        provenance.len() - 1
-                    })
+/// Each Provenance record once, however many items it covers: items name them by position.
+#[derive(Default)]
+struct ProvenanceTable {
+    index: HashMap<*const Value, usize>,
+    records: Vec<Arc<Value>>,
+}
+
+impl ProvenanceTable {
+    fn positions(&mut self, records: &[Arc<Value>]) -> Vec<usize> {
+        records
+            .iter()
+            .map(|p| {
+                *self.index.entry(Arc::as_ptr(p)).or_insert_with(|| {
+                    self.records.push(p.clone());
+                    self.records.len() - 1
                 })
-                .collect();
-            StoredItemRef { item, resource: &item.resource, provenance: refs }
-        })
-        .collect();
+            })
+            .collect()
+    }
+}
+
+/// `items` in the stored form [`StoredItems`] reads.
+pub(crate) fn encode_items(items: &[HistoryItem]) -> Vec<u8> {
     #[derive(Serialize)]
     struct Stored<'a> {
         items: Vec<StoredItemRef<'a>>,
-        provenance: Vec<&'a Arc<Value>>,
+        provenance: Vec<Arc<Value>>,
     }
-    serde_json::to_vec(&Stored { items, provenance }).expect("history items serialise")
+    let mut table = ProvenanceTable::default();
+    let items = items
+        .iter()
+        .map(|item| StoredItemRef {
+            item,
+            resource: &item.resource,
+            provenance: table.positions(&item.provenance),
+        })
+        .collect();
+    serde_json::to_vec(&Stored { items, provenance: table.records })
+        .expect("history items serialise")
 }
 
 impl From<Vec<HistoryItem>> for StoredItems {
     /// Moves each resource into its stored item (no copy of the plan's data).
     fn from(items: Vec<HistoryItem>) -> Self {
-        let mut index: HashMap<*const Value, usize> = HashMap::new();
-        let mut provenance = Vec::new();
+        let mut table = ProvenanceTable::default();
         let items = items
             .into_iter()
             .map(|mut item| {
-                let refs = std::mem::take(&mut item.provenance)
-                    .into_iter()
-                    .map(|p| {
-                        *index.entry(Arc::as_ptr(&p)).or_insert_with(|| {
-                            provenance.push(p.clone());
-                            provenance.len() - 1
-                        })
-                    })
-                    .collect();
+                let provenance = table.positions(&std::mem::take(&mut item.provenance));
                 let resource = std::mem::take(&mut item.resource);
-                StoredItem { item, resource, provenance: refs }
+                StoredItem { item, resource, provenance }
             })
             .collect();
-        StoredItems { items, provenance }
+        StoredItems { items, provenance: table.records }
     }
 }
 
