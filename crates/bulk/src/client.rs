@@ -160,6 +160,32 @@ impl BulkClient {
         }
     }
 
+    /// Reads the later pages of a paged manifest (`link` `next`, Bulk Data 3) into
+    /// `manifest`, up to `max_pages` pages in all; past them `manifest.next` stays set, so the
+    /// caller can say part was left unread. A page not ready yet (`202`) is a passing failure:
+    /// the whole manifest is asked for again later.
+    pub async fn follow_pages(
+        &self,
+        token: Option<&str>,
+        manifest: &mut Manifest,
+        max_pages: usize,
+    ) -> Result<(), BulkError> {
+        for _ in 1..max_pages {
+            let Some(next) = manifest.next.take() else { return Ok(()) };
+            if !self.same_origin(&next) {
+                return Err(BulkError::ForeignUrl { what: "its manifest's next page" });
+            }
+            let page = match self.status(token, &StatusUrl(next.clone())).await? {
+                Status::Complete(body) => Manifest::parse(&body, &next)?,
+                Status::InProgress { .. } => {
+                    return Err(BulkError::Failed { status: 202, outcome: None, transient: true })
+                }
+            };
+            manifest.append(page);
+        }
+        Ok(())
+    }
+
     /// Cancels a running request, or tells the server a finished one's files may go. A
     /// request the server no longer knows (`404`) is already gone.
     pub async fn cancel(&self, token: Option<&str>, status: &StatusUrl) -> Result<(), BulkError> {

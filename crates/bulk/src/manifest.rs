@@ -94,6 +94,15 @@ impl Manifest {
         })
     }
 
+    /// Adds the files of the manifest's next page; its own `next` becomes this one's.
+    pub fn append(&mut self, page: Manifest) {
+        self.output.extend(page.output);
+        self.error.extend(page.error);
+        self.deleted.extend(page.deleted);
+        self.skipped += page.skipped;
+        self.next = page.next;
+    }
+
     /// Resources the output files say they hold (when every file gives a count).
     pub fn total(&self) -> Option<u64> {
         self.output.iter().map(|f| f.count).sum()

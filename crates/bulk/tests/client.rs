@@ -36,6 +36,7 @@ async fn start() -> (Arc<Server>, BulkClient) {
         .route("/fhir/Group/bad/$export", post(refused))
         .route("/fhir/status/1", get(poll).delete(delete))
         .route("/fhir/files/p.ndjson", get(file))
+        .route("/fhir/status/pages", get(page))
         .with_state(server.clone());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let client = BulkClient::new(
@@ -90,6 +91,34 @@ async fn poll(State(server): State<Arc<Server>>) -> Response {
             .into_response()
         }
     }
+}
+
+/// A manifest paged in three: page 3 is relative, page 2 points nowhere else.
+async fn page(
+    State(server): State<Arc<Server>>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    assert_eq!(headers["authorization"], "Bearer t0k");
+    let base = server.base.lock().unwrap().clone();
+    let n: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+    let mut manifest = json!({
+        "transactionTime": "2026-12-04T10:00:00Z",
+        "requiresAccessToken": true,
+        "output": [{"type": "Condition", "url": format!("{base}/files/c{n}.ndjson")}],
+        "error": [{"type": "OperationOutcome", "url": format!("{base}/files/e{n}.ndjson")}]
+    });
+    match n {
+        1 => {
+            manifest["link"] =
+                json!([{"relation": "next", "url": format!("{base}/status/pages?page=2")}])
+        }
+        2 => {
+            manifest["link"] = json!([{"relation": "self", "url": "x"}, {"relation": "next", "url": "pages?page=3"}])
+        }
+        _ => {}
+    }
+    Json(manifest).into_response()
 }
 
 async fn delete(State(server): State<Arc<Server>>) -> StatusCode {
@@ -166,6 +195,45 @@ async fn what_a_server_must_not_do_is_refused_plainly() {
     .unwrap();
     assert!(matches!(
         client.open(Some("t0k"), &manifest, &manifest.output[0]).await,
+        Err(BulkError::ForeignUrl { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_paged_manifest_is_read_to_its_last_page_or_to_the_cap() {
+    let (server, client) = start().await;
+    let base = server.base.lock().unwrap().clone();
+    let first_page = |url: &str| {
+        let url = Url::parse(url).unwrap();
+        let next = format!("{base}/status/pages?page=2");
+        Manifest::parse(
+            &json!({"requiresAccessToken": true, "output": [{"type": "Condition", "url": "files/c1.ndjson"}], "link": [{"relation": "next", "url": next}]}),
+            &url,
+        )
+        .unwrap()
+    };
+    let mut whole = first_page(&format!("{base}/status/pages"));
+    client.follow_pages(Some("t0k"), &mut whole, 10).await.unwrap();
+    let files: Vec<&str> = whole.output.iter().map(|f| f.url.path()).collect();
+    assert_eq!(
+        files,
+        ["/fhir/status/files/c1.ndjson", "/fhir/files/c2.ndjson", "/fhir/files/c3.ndjson"]
+    );
+    assert_eq!(whole.error.len(), 2);
+    assert!(whole.next.is_none());
+
+    let mut capped = first_page(&format!("{base}/status/pages"));
+    client.follow_pages(Some("t0k"), &mut capped, 2).await.unwrap();
+    assert_eq!(capped.output.len(), 2);
+    assert!(capped.next.is_some(), "the unread rest is still known");
+
+    let mut away = Manifest::parse(
+        &json!({"link": [{"relation": "next", "url": "http://elsewhere.example/status?page=2"}]}),
+        &Url::parse(&base).unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(
+        client.follow_pages(Some("t0k"), &mut away, 10).await,
         Err(BulkError::ForeignUrl { .. })
     ));
 }

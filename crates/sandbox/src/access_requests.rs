@@ -23,6 +23,9 @@ pub struct Behaviour {
     pub group_lifetime: Duration,
     /// The match answers in a manifest of NDJSON Group files instead of a Parameters body.
     pub match_as_manifest: bool,
+    /// Output files listed per manifest page (Bulk Data `link` `next` to the rest); 0 lists
+    /// them all in one.
+    pub files_per_manifest: usize,
 }
 
 impl Default for Behaviour {
@@ -34,6 +37,7 @@ impl Default for Behaviour {
             lines_per_file: 500,
             group_lifetime: Duration::from_secs(600),
             match_as_manifest: false,
+            files_per_manifest: 0,
         }
     }
 }

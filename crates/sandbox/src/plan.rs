@@ -214,6 +214,21 @@ pub fn capability_statement(fhir_base: &str, auth_base: &str) -> Value {
     if let Some(patient) = statement.pointer_mut("/rest/0/resource/0") {
         patient["operation"] = json!([{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]);
     }
+    // The Provider Access API's two operations, on Group, as PDex's provider-access server
+    // CapabilityStatement names them.
+    if let Some(resources) = statement.pointer_mut("/rest/0/resource").and_then(Value::as_array_mut)
+    {
+        resources.push(json!({
+            "type": "Group",
+            "operation": [
+                {"name": "provider-member-match", "definition": "http://hl7.org/fhir/us/davinci-pdex/OperationDefinition/ProviderMemberMatch"},
+                {"name": "davinci-data-export", "definition": "http://hl7.org/fhir/us/davinci-atr/OperationDefinition/davinci-data-export"},
+            ],
+        }));
+    }
+    statement["instantiates"] = json!([
+        "http://hl7.org/fhir/us/davinci-pdex/CapabilityStatement/pdex-provider-access-server"
+    ]);
     statement
 }
 
@@ -592,4 +607,23 @@ async fn token(
 
 async fn jwks(State(plan): State<Arc<Plan>>) -> Json<jose::jwk::JwkSet> {
     Json(plan.auth.key.jwks())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_capability_statement_names_both_provider_access_operations() {
+        let statement =
+            super::capability_statement("http://plan.test/fhir", "http://plan.test/auth");
+        let group = statement["rest"][0]["resource"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["type"] == "Group"))
+            .cloned()
+            .unwrap_or_default();
+        let names: Vec<&str> = group["operation"]
+            .as_array()
+            .map(|o| o.iter().filter_map(|o| o["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(names, ["provider-member-match", "davinci-data-export"]);
+    }
 }

@@ -2,12 +2,13 @@
 //! `$davinci-data-export`, both asynchronous (Bulk Data status URLs, a configurable delay,
 //! `X-Progress`, `Retry-After`), manifests with several NDJSON files behind the token, members
 //! who do not match or who opted out (reported as such, or folded into the non-matched), a
-//! `_since` that filters on `meta.lastUpdated`, and an export that fails half-way.
+//! `_since` that filters on `meta.lastUpdated`, manifests paged by `link` `next`, and an
+//! export that fails half-way.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -318,9 +319,16 @@ fn export_files(
         .collect()
 }
 
+/// `?page=` of a paged manifest (1 when absent).
+#[derive(Debug, serde::Deserialize)]
+struct ManifestPage {
+    page: Option<usize>,
+}
+
 async fn status(
     State(plan): State<Arc<Plan>>,
     Path(id): Path<String>,
+    Query(ManifestPage { page }): Query<ManifestPage>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&plan, &headers, "Group")?;
@@ -356,33 +364,52 @@ async fn status(
         Answer::Match(_) if behaviour.match_as_manifest => {
             // The three Groups as NDJSON files of one manifest, one file each.
             let groups = vec![("Group".to_owned(), 1); 3];
-            fhir_json(&manifest(&plan, &id, &groups, &crate::store::now_instant()))
+            fhir_json(&manifest(&plan, &id, &groups, &crate::store::now_instant(), 1))
         }
         Answer::Match(answer) => fhir_json(answer),
         Answer::Export { files, transaction_time, .. } => {
             let listed: Vec<(String, usize)> =
                 files.iter().map(|(t, r)| (t.clone(), r.len())).collect();
-            fhir_json(&manifest(&plan, &id, &listed, transaction_time))
+            fhir_json(&manifest(&plan, &id, &listed, transaction_time, page.unwrap_or(1)))
         }
     })
 }
 
-fn manifest(plan: &Plan, id: &str, files: &[(String, usize)], transaction_time: &str) -> Value {
+/// Page `page` (from 1) of the manifest of `files`, with a `next` link while more are left.
+fn manifest(
+    plan: &Plan,
+    id: &str,
+    files: &[(String, usize)],
+    transaction_time: &str,
+    page: usize,
+) -> Value {
     let base = &plan.fhir_base;
+    let per_page = match plan.provider_access.behaviour().files_per_manifest {
+        0 => files.len().max(1),
+        n => n,
+    };
+    let first = page.saturating_sub(1).saturating_mul(per_page);
     let output: Vec<Value> = files
         .iter()
         .enumerate()
+        .skip(first)
+        .take(per_page)
         .map(|(n, (resource_type, count))| {
             json!({"type": resource_type, "url": format!("{base}/bulkfiles/{id}/{n}"), "count": count})
         })
         .collect();
-    json!({
+    let mut manifest = json!({
         "transactionTime": transaction_time,
         "request": format!("{base}/bulkstatus/{id}"),
         "requiresAccessToken": true,
         "output": output,
         "error": [],
-    })
+    });
+    if first.saturating_add(per_page) < files.len() {
+        let next = format!("{base}/bulkstatus/{id}?page={}", page + 1);
+        manifest["link"] = json!([{"relation": "next", "url": next}]);
+    }
+    manifest
 }
 
 async fn file(

@@ -103,6 +103,9 @@ pub struct Limits {
     /// Plan histories this server reads and parses at once, over all clinicians (more wait
     /// their turn): what bounds its peak memory.
     pub history_reads_in_flight: usize,
+    /// Items one Provider Access export keeps for review, the newest (older ones are counted
+    /// and left at the plan): what bounds the memory one export's read takes, however large.
+    pub review_items: usize,
 }
 
 impl Default for Limits {
@@ -121,6 +124,7 @@ impl Default for Limits {
             max_requests_per_plan: 64,
             searches_per_load: 4,
             history_reads_in_flight: 8,
+            review_items: 10_000,
         }
     }
 }
@@ -141,6 +145,7 @@ impl Limits {
             ("max_requests_per_plan", self.max_requests_per_plan),
             ("searches_per_load", self.searches_per_load),
             ("history_reads_in_flight", self.history_reads_in_flight),
+            ("review_items", self.review_items),
         ];
         match all.iter().find(|(_, v)| *v == 0) {
             Some((name, _)) => {

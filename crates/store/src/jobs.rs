@@ -10,6 +10,9 @@ pub enum JobKind {
     /// A Provider Access request at a plan: member match, then a bulk export, polled until
     /// done (minutes to a business day).
     ProviderAccess,
+    /// A member's history a plan pushed (`Patient/$everything`), waiting in the queue for a
+    /// clinician to open that patient; never run by a worker.
+    PushedHistory,
 }
 
 impl JobKind {
@@ -17,6 +20,7 @@ impl JobKind {
         match self {
             JobKind::WriteBack => "write-back",
             JobKind::ProviderAccess => "provider-access",
+            JobKind::PushedHistory => "pushed-history",
         }
     }
 
@@ -24,6 +28,7 @@ impl JobKind {
         match text {
             "write-back" => Some(JobKind::WriteBack),
             "provider-access" => Some(JobKind::ProviderAccess),
+            "pushed-history" => Some(JobKind::PushedHistory),
             _ => None,
         }
     }

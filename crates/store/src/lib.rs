@@ -132,11 +132,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: i64,
     ) -> Result<Vec<JobRecord>, StoreError>;
 
+    /// Records the first use of the token `jti` from `issuer`, valid until `expires_at`;
+    /// `false` when it was used before (a replay). Expired uses are forgotten by [`purge`].
+    ///
+    /// [`purge`]: Store::purge
+    async fn first_use(&self, issuer: &str, jti: &str, expires_at: i64)
+        -> Result<bool, StoreError>;
+
     async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
     /// Audit entries recorded at or after `since` (milliseconds), oldest first.
     async fn audit_since(&self, since_ms: i64) -> Result<Vec<AuditEntry>, StoreError>;
 
     /// Deletes launches (with their histories and jobs) last used before `idle_before`, jobs
-    /// of no launch untouched since then, and sessions expired by `now`. The audit log stays.
+    /// of no launch untouched since then, and sessions and token uses expired by `now`. The
+    /// audit log stays.
     async fn purge(&self, now: i64, idle_before: i64) -> Result<Purged, StoreError>;
 }

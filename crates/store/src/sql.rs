@@ -472,6 +472,25 @@ impl Store for SqlStore {
             .collect()
     }
 
+    async fn first_use(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO token_uses (issuer, jti, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (issuer, jti) DO NOTHING",
+        )
+        .bind(issuer)
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
     async fn purge(&self, now: i64, idle_before: i64) -> Result<Purged, StoreError> {
         let mut tx = self.pool.begin().await?;
         let idle = "SELECT id FROM launches WHERE last_used < $1";
@@ -500,6 +519,10 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        sqlx::query("DELETE FROM token_uses WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Purged { launches, sessions, jobs: jobs + unattached })
     }

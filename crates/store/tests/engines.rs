@@ -211,3 +211,17 @@ async fn a_record_cannot_be_read_under_another_key() {
     let raw = std::fs::read(dir.path().join("member-history.sqlite")).unwrap();
     assert!(!raw.windows(6).any(|w| w == b"secret"), "nothing in clear on disk");
 }
+
+#[tokio::test]
+async fn a_token_is_used_once_until_it_expires() {
+    each_engine(async |store| {
+        assert!(store.first_use("plan-a", "t1", 200).await.unwrap());
+        assert!(!store.first_use("plan-a", "t1", 200).await.unwrap(), "a replay");
+        assert!(store.first_use("plan-b", "t1", 200).await.unwrap(), "another issuer's id");
+        store.purge(100, 0).await.unwrap();
+        assert!(!store.first_use("plan-a", "t1", 200).await.unwrap(), "not expired yet");
+        store.purge(201, 0).await.unwrap();
+        assert!(store.first_use("plan-a", "t1", 300).await.unwrap(), "forgotten once expired");
+    })
+    .await;
+}

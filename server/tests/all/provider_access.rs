@@ -290,3 +290,28 @@ async fn a_match_answered_as_a_manifest_of_groups_and_small_files_read_whole() {
         done["stage"]["Ready"]["resources"].as_u64().unwrap()
     );
 }
+
+/// The export's resources for pat-001 with small files, its manifest paged or not.
+async fn exported_with(files_per_manifest: usize) -> (u64, Value) {
+    let mut driver = Driver::new(3600).await;
+    driver.sandbox().plan.provider_access.set_behaviour(|b| {
+        b.lines_per_file = 3;
+        b.files_per_manifest = files_per_manifest;
+    });
+    let launch = driver.launch("pat-001").await;
+    ask(&mut driver, &launch, "Download").await;
+    let (done, _) = finished(&mut driver, &launch).await;
+    let resources = done["stage"]["Ready"]["resources"].as_u64().unwrap();
+    let (status, view) = driver.server_fn("provider_access_open", &[("launch", &launch)]).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    (resources, view)
+}
+
+#[tokio::test]
+async fn a_paged_manifest_is_read_to_its_last_page() {
+    let (whole, _) = exported_with(0).await;
+    let (paged, view) = exported_with(2).await;
+    assert!(whole > 6, "more than one page of files: {whole}");
+    assert_eq!(paged, whole, "every page's files were read");
+    assert!(!view.to_string().contains("pages"), "{view}");
+}

@@ -21,9 +21,8 @@ use crate::state::{AppState, PayerRuntime};
 const MAX_RETRIES: u32 = 6;
 /// Lines read from one export at most; the rest are left at the plan (and said so).
 const MAX_RESOURCES: usize = 1_000_000;
-/// Items kept for review from one export, the newest (the review lists this many at once);
-/// memory does not grow with the export past them.
-const REVIEW_ITEMS: usize = 10_000;
+/// Pages of a paged manifest read at most (Bulk Data 3 `link` `next`).
+const MAX_MANIFEST_PAGES: usize = 100;
 /// Member matches per request: an expired Group is matched again once.
 const MAX_MATCHES: u32 = 2;
 /// How long reading an export's files may hold the request.
@@ -181,6 +180,9 @@ enum Failure {
     Token(DataProblem),
     #[error("{0}")]
     Shape(#[from] pa::MatchShapeError),
+    /// The server's history-read turns were closed (it is stopping).
+    #[error("the server is stopping")]
+    ShuttingDown,
 }
 
 impl Failure {
@@ -188,7 +190,7 @@ impl Failure {
         match self {
             Failure::Bulk(e) => e.is_transient(),
             // The plan's token endpoint or discovery may be down for a moment.
-            Failure::Token(DataProblem::SmartConfiguration(_)) => true,
+            Failure::Token(DataProblem::SmartConfiguration(_)) | Failure::ShuttingDown => true,
             _ => false,
         }
     }
@@ -203,6 +205,7 @@ impl Failure {
             },
             Failure::Token(problem) => problem.message(plan),
             Failure::Shape(e) => format!("{plan} answered the member match in a form Member History cannot read ({e}). Contact the plan."),
+            Failure::ShuttingDown => "Member History stopped while reading the export. Ask again.".to_owned(),
         }
     }
 }
@@ -262,7 +265,8 @@ async fn matched(
     let groups = if body.get("resourceType").and_then(Value::as_str) == Some("Parameters") {
         vec![body.clone()]
     } else {
-        let manifest = Manifest::parse(body, &base(plan, status))?;
+        let mut manifest = Manifest::parse(body, &base(plan, status))?;
+        plan.bulk.follow_pages(token, &mut manifest, MAX_MANIFEST_PAGES).await?;
         let mut groups = Vec::new();
         for file in &manifest.output {
             let mut reader = plan.bulk.open(token, &manifest, file).await?;
@@ -291,7 +295,11 @@ async fn exported(
     member: Option<String>,
     status: Option<&StatusUrl>,
 ) -> Result<Advance, Failure> {
-    let manifest = Manifest::parse(body, &base(plan, status))?;
+    let mut manifest = Manifest::parse(body, &base(plan, status))?;
+    plan.bulk.follow_pages(token, &mut manifest, MAX_MANIFEST_PAGES).await?;
+    // Reading holds one of the server's history-read turns, as the hook route does: the
+    // review items in memory are what bounds its peak.
+    let _turn = plan.state.history_reads.acquire().await.map_err(|_| Failure::ShuttingDown)?;
     let read = read_files(plan, token, &manifest, member).await?;
     clean_up(plan, token, status).await;
     let stage = Stage::Ready {
@@ -326,7 +334,7 @@ async fn read_files(
     let mut files: Vec<&bulk::OutputFile> = manifest.output.iter().collect();
     // Context first, Provenance last: each resource is resolved as it is read.
     files.sort_by_key(|f| pdex::normalise::read_order(&f.resource_type));
-    let mut export = pdex::export::ExportItems::new(REVIEW_ITEMS);
+    let mut export = pdex::export::ExportItems::new(plan.state.config.limits.review_items);
     let mut found = Found { member, plan_patient: None, patients: Vec::new(), others: 0 };
     let (mut lines, mut bad_lines, mut truncated) = (0usize, 0u64, false);
     for file in files {
@@ -359,9 +367,15 @@ async fn read_files(
     if !manifest.deleted.is_empty() {
         notes.push(format!("{name} listed records deleted since the last import; Member History never removes anything from the chart, so check them there."));
     }
-    if manifest.next.is_some() || manifest.skipped > 0 {
+    if manifest.next.is_some() {
         notes.push(format!(
-            "Part of {name}'s export could not be read (a paged or malformed manifest)."
+            "{name}'s export lists its files on more than {MAX_MANIFEST_PAGES} pages; the files on the later pages were not read."
+        ));
+    }
+    if manifest.skipped > 0 {
+        notes.push(format!(
+            "{} files of {name}'s export had no address Member History may read, and were left out.",
+            manifest.skipped
         ));
     }
     if found.others > 0 {
