@@ -4,8 +4,8 @@
 
 use api::{
     ApiError, CardView, EhrChoice, ExportPurpose, HistoryView, ItemDetail, LaunchId, PayerId,
-    PlanAnswer, PlanStatus, ProviderAccessView, ReviewContext, SelectionSummary, WritePreview,
-    WriteResult,
+    PlanAnswer, PlanStatus, ProviderAccessView, PushedHistoryView, ReviewContext, SelectionSummary,
+    WritePreview, WriteResult,
 };
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
@@ -75,6 +75,24 @@ pub async fn provider_access_status(
 pub async fn provider_access_open(launch: LaunchId) -> Result<HistoryView, ApiError> {
     let owned = ssr::owned(&launch).await?;
     Ok(service::provider_access::open(&owned).await?)
+}
+
+/// The newest history the launched patient's plan pushed for them (a `$everything` Bundle
+/// it sent on its own), if any.
+#[server(endpoint = "pushed_history_status")]
+pub async fn pushed_history_status(
+    launch: LaunchId,
+) -> Result<Option<PushedHistoryView>, ApiError> {
+    let owned = ssr::owned(&launch).await?;
+    Ok(service::push::status(&owned).await?)
+}
+
+/// Opens the newest pushed history of the launched patient for review, after the identity
+/// check.
+#[server(endpoint = "pushed_history_open")]
+pub async fn pushed_history_open(launch: LaunchId) -> Result<HistoryView, ApiError> {
+    let owned = ssr::owned(&launch).await?;
+    Ok(service::push::open(&owned).await?)
 }
 
 /// Tells the plan what the clinician did with card `card`: accepted `suggestion`, or

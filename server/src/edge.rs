@@ -88,7 +88,7 @@ pub async fn api_edge(State(edge): State<Arc<ApiEdge>>, request: Request, next: 
 
 /// Whether reading failed on a length limit (ours, or the outer body limit's, which comes
 /// wrapped in a body error or two).
-fn is_length_limit(e: &axum::Error) -> bool {
+pub(crate) fn is_length_limit(e: &axum::Error) -> bool {
     let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(error) = next {
         if error.is::<http_body_util::LengthLimitError>() {

@@ -9,6 +9,7 @@ pub mod edge;
 pub mod frame_cookies;
 pub mod frontend;
 pub mod logging;
+pub mod push;
 pub mod routes;
 pub mod security;
 pub mod serve;
@@ -104,6 +105,8 @@ pub fn router(state: AppState, frontend: Frontend) -> Router {
         .fallback_service(frontend.service())
         .with_state(server)
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        // Pushed Bundles are larger than any browser request: read within their own limit.
+        .merge(Router::new().route("/pdex/push", post(push::receive)).with_state(state.clone()))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, request_timeout))
         .layer(axum::middleware::from_fn_with_state(in_progress, shed_load))
         .layer(axum::middleware::from_fn_with_state(security, security::headers))

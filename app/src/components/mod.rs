@@ -2,6 +2,7 @@ mod banner;
 mod history;
 mod plan;
 mod provider_access;
+mod pushed;
 mod write;
 
 pub use banner::PatientBanner;

@@ -7,6 +7,7 @@ use api::{
 use leptos::prelude::*;
 
 use super::provider_access::{AccessOpened, ProviderAccessPanel};
+use super::pushed::PushedHistoryPanel;
 use crate::server_fns::{card_feedback, load_plan_status, request_plan_history};
 
 /// The plan identified from the coverage, when it offers `route`.
@@ -34,7 +35,7 @@ struct Ask {
 #[component]
 pub fn PlanPanel(launch_kind: LaunchKind) -> impl IntoView {
     let launch = crate::launch_id();
-    provide_context(AccessOpened(RwSignal::new(false)));
+    provide_context(AccessOpened(RwSignal::new(None)));
     let status = {
         let launch = launch.clone();
         LocalResource::new(move || load_plan_status(launch.clone()))
@@ -109,10 +110,15 @@ fn PlanBody(status: PlanStatus, ask: Action<Ask, Result<PlanAnswer, ApiError>>) 
     let waiting_for = payer_name.clone().unwrap_or_else(|| "the plan".into());
     let button_payer = payer_name.clone();
     let provider_access = offering(&identification, api::PlanRoute::ProviderAccess);
+    let pushed = match &identification {
+        Identification::Ready { payer, .. } if payer.pushes => Some(payer.clone()),
+        _ => None,
+    };
     let hook = hook_offered(&identification);
     view! {
         <h2 id="plan-heading">"Health plan"</h2>
         <Intro identification=identification.clone() />
+        {pushed.map(|payer| view! { <PushedHistoryPanel payer /> })}
         {provider_access.map(|payer| view! { <ProviderAccessPanel payer /> })}
         {move || {
             let can_ask = matches!(identification, Identification::Ready { .. }) && hook;
@@ -261,7 +267,7 @@ fn Answer(
         {
             let AccessOpened(opened) = expect_context::<AccessOpened>();
             let member = answer.member.is_some();
-            move || (member && !opened.get()).then(|| view! { <crate::components::HistoryReview /> })
+            move || (member && opened.get().is_none()).then(|| view! { <crate::components::HistoryReview /> })
         }
     }
     .into_any()

@@ -10,10 +10,17 @@ use leptos::prelude::*;
 
 use crate::server_fns::{provider_access_ask, provider_access_open, provider_access_status};
 
-/// Whether this page shows a Provider Access result for review (then the hook's answer does
-/// not show its own).
+/// Which route's data this page shows for review, when not the hook's (then the hook's
+/// answer does not show its own, and only the route opened last shows the review).
 #[derive(Clone, Copy)]
-pub struct AccessOpened(pub RwSignal<bool>);
+pub struct AccessOpened(pub RwSignal<Option<Opened>>);
+
+/// A route whose data is opened for review apart from the hook's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    ProviderAccess,
+    Pushed,
+}
 
 fn running(stage: &ProviderAccessStage) -> bool {
     matches!(stage, ProviderAccessStage::Matching | ProviderAccessStage::Exporting)
@@ -37,7 +44,9 @@ pub fn ProviderAccessPanel(payer: PayerSummary) -> impl IntoView {
         let opening = provider_access_open(launch.clone());
         async move {
             let view = opening.await;
-            opened.set(view.is_ok());
+            if view.is_ok() {
+                opened.set(Some(Opened::ProviderAccess));
+            }
             view
         }
     });
@@ -70,7 +79,7 @@ pub fn ProviderAccessPanel(payer: PayerSummary) -> impl IntoView {
                 <div class="plan-error" role="alert" data-testid="pa-open-error"><p>{e.message}</p></div>
             })}
         </section>
-        {move || opened.get().then(|| view! {
+        {move || (opened.get() == Some(Opened::ProviderAccess)).then(|| view! {
             <div class="pa-review" data-testid="pa-review"><crate::components::HistoryReview /></div>
         })}
     }
@@ -183,7 +192,7 @@ fn AskForm(
 }
 
 /// An RFC 3339 instant as a clinician reads it (minutes, UTC).
-fn instant(at: &str) -> String {
+pub(crate) fn instant(at: &str) -> String {
     match (at.get(..10), at.get(11..16)) {
         (Some(date), Some(time)) => format!("{date} at {time} UTC"),
         _ => at.to_owned(),

@@ -9,6 +9,9 @@ pub struct PayerSummary {
     pub name: String,
     /// The routes to its members' history it offers, in the order the page offers them.
     pub routes: Vec<PlanRoute>,
+    /// It pushes members' history to Member History (`Patient/$everything` Bundles).
+    #[serde(default)]
+    pub pushes: bool,
 }
 
 /// A way to a plan's member history (the configuration names them the same way).
@@ -224,4 +227,14 @@ pub struct ProviderAccessView {
     /// The plan's own words on its progress (`X-Progress`).
     pub progress: Option<String>,
     pub updated_at: String,
+}
+
+/// A member's history the plan pushed (a `Patient/$everything` Bundle), waiting for review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushedHistoryView {
+    pub payer: PayerSummary,
+    /// When Member History received it (RFC 3339).
+    pub received_at: String,
+    /// Records kept for review.
+    pub resources: usize,
 }

@@ -532,18 +532,7 @@ async fn everything(
     }
     let types: Option<Vec<&str>> = get("_type").map(|t| t.split(',').map(str::trim).collect());
     let (start, end, since) = (get("start"), get("end"), get("_since"));
-    let mut resources = api.store.compartment(&id);
-    resources.extend(referenced_directory(&api.store, &resources));
-    // Provenance belongs to the compartment through its targets: the records about this
-    // patient's resources come too (and not twice, when one also targets the Patient).
-    let keys: std::collections::HashSet<String> =
-        resources.iter().filter_map(fhir::ResourceExt::local_reference).collect();
-    resources.extend(provenance_for(&api.store, &keys).into_iter().filter(|p| {
-        p.get("id")
-            .and_then(Value::as_str)
-            .is_some_and(|id| !keys.contains(&format!("Provenance/{id}")))
-    }));
-    let results: Vec<Value> = resources
+    let results: Vec<Value> = everything_of(&api.store, &id)
         .into_iter()
         .filter(|r| {
             let resource_type = r.get("resourceType").and_then(Value::as_str).unwrap_or("");
@@ -568,6 +557,23 @@ async fn everything(
         &params,
         results,
     )?))
+}
+
+/// Everything about Patient `id`, unfiltered: its compartment, the practitioners and
+/// organisations it refers to, and the Provenance of its resources.
+pub fn everything_of(store: &FhirStore, id: &str) -> Vec<Value> {
+    let mut resources = store.compartment(id);
+    resources.extend(referenced_directory(store, &resources));
+    // Provenance belongs to the compartment through its targets: the records about this
+    // patient's resources come too (and not twice, when one also targets the Patient).
+    let keys: std::collections::HashSet<String> =
+        resources.iter().filter_map(fhir::ResourceExt::local_reference).collect();
+    resources.extend(provenance_for(store, &keys).into_iter().filter(|p| {
+        p.get("id")
+            .and_then(Value::as_str)
+            .is_some_and(|id| !keys.contains(&format!("Provenance/{id}")))
+    }));
+    resources
 }
 
 /// The Practitioner and Organization resources the given resources refer to.

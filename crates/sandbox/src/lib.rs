@@ -14,6 +14,7 @@ pub mod member_history;
 pub mod pages;
 pub mod plan;
 pub mod provider_access;
+pub mod push;
 pub mod search;
 pub mod store;
 pub mod synthetic;
@@ -151,7 +152,11 @@ impl Sandbox {
         let booking = Arc::new(booking::BookingPage { ehr: ehr.clone(), booking });
         let tasks = vec![
             serve(ehr_listener, ehr::router(ehr.clone()).merge(booking::router(booking))),
-            serve(plan_listener, plan::router(plan.clone(), provider_access::router(plan.clone()))),
+            serve(
+                plan_listener,
+                plan::router(plan.clone(), provider_access::router(plan.clone()))
+                    .merge(push::router(plan.clone())),
+            ),
         ];
         tracing::info!(ehr = %ehr.base_url, plan = %plan.base_url, "sandbox started");
         Ok(Self { ehr, plan, ehr_fhir_base, tasks })

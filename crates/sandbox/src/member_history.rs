@@ -193,6 +193,7 @@ fhir_base = {fhir_base}
 fhir_auth = {{ method = "backend_services", client_id = {client_id}, scope = "system/*.rs" }}
 timeout_seconds = 15
 record_identifier_system = {record_system}
+push = {{ issuer = {push_issuer}, jwks_url = {push_jwks} }}
 "#,
         public_url = quote(public_url.as_str()),
         data_dir = quote(&data_dir.to_string_lossy()),
@@ -205,6 +206,8 @@ record_identifier_system = {record_system}
         cds_base = quote(sandbox.plan_url()),
         fhir_base = quote(sandbox.plan_fhir_base()),
         record_system = quote(crate::history::code_systems::PLAN_RECORD),
+        push_issuer = quote(sandbox.plan.push_issuer()),
+        push_jwks = quote(&sandbox.plan.push_jwks_url()),
     )
 }
 

@@ -507,6 +507,18 @@ async fn home(State(plan): State<Arc<Plan>>) -> axum::response::Html<String> {
             p { "CDS Hooks discovery: " code { (plan.base_url) "/cds-services" } }
             p { "FHIR API: " code { (plan.fhir_base) } }
             p { (plan.members.len()) " members." }
+            @if let Some(push_url) = plan.push_url() {
+                h2 { "Push a member's history" }
+                p { "Sends the member's " code { "Patient/$everything" } " Bundle to Member History (" code { (push_url) } "), signed with the plan's key. The next launch of that patient offers it for review." }
+                form method="post" action="/push" {
+                    label { "Member " select name="member" {
+                        @for member in &plan.members {
+                            option value=(member.patient_id) { (member.family) ", " (member.given.join(" ")) " (" (member.member_id) ")" }
+                        }
+                    } }
+                    " " button type="submit" { "Push history" }
+                }
+            }
         },
     )
 }

@@ -103,6 +103,8 @@ pub struct Limits {
     /// Plan histories this server reads and parses at once, over all clinicians (more wait
     /// their turn): what bounds its peak memory.
     pub history_reads_in_flight: usize,
+    /// Largest Bundle a plan may push to `/pdex/push`, in bytes (then 413).
+    pub max_push_bytes: usize,
     /// Items one Provider Access export keeps for review, the newest (older ones are counted
     /// and left at the plan): what bounds the memory one export's read takes, however large.
     pub review_items: usize,
@@ -125,6 +127,7 @@ impl Default for Limits {
             searches_per_load: 4,
             history_reads_in_flight: 8,
             review_items: 10_000,
+            max_push_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -146,6 +149,7 @@ impl Limits {
             ("searches_per_load", self.searches_per_load),
             ("history_reads_in_flight", self.history_reads_in_flight),
             ("review_items", self.review_items),
+            ("max_push_bytes", self.max_push_bytes),
         ];
         match all.iter().find(|(_, v)| *v == 0) {
             Some((name, _)) => {
@@ -346,6 +350,20 @@ pub struct PayerConfig {
     /// Seconds to wait for the plan's CDS service before telling the clinician it did not answer.
     #[serde(default = "default_plan_timeout")]
     pub timeout_seconds: u64,
+    /// The plan pushes members' history (`Patient/$everything` Bundles) to `/pdex/push`,
+    /// each push signed with its key: who it is and where its keys are.
+    #[serde(default)]
+    pub push: Option<PushConfig>,
+}
+
+/// How a plan that pushes members' history signs its pushes (PDex §3-4-3; see the README).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushConfig {
+    /// The `iss` (and `sub`) of the plan's push tokens.
+    pub issuer: String,
+    /// Where the plan publishes the public keys its push tokens are signed with (a JWKS).
+    pub jwks_url: Url,
 }
 
 fn default_plan_timeout() -> u64 {
@@ -455,6 +473,26 @@ impl AppConfig {
                     payer.id
                 )));
             }
+            if let Some(push) = &payer.push {
+                if push.issuer.trim().is_empty()
+                    || !matches!(push.jwks_url.scheme(), "http" | "https")
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "payer `{}`: push needs an issuer and an http or https jwks_url",
+                        payer.id
+                    )));
+                }
+                let taken = self
+                    .payers
+                    .iter()
+                    .filter(|p| p.push.as_ref().is_some_and(|other| other.issuer == push.issuer));
+                if taken.count() > 1 {
+                    return Err(ConfigError::Invalid(format!(
+                        "payer `{}`: another payer pushes as issuer `{}`",
+                        payer.id, push.issuer
+                    )));
+                }
+            }
             if payer.payor_identifiers.is_empty() && payer.payor_names.is_empty() {
                 return Err(ConfigError::Invalid(format!(
                     "payer `{}`: give payor_identifiers or payor_names so coverage can be matched to it",
@@ -473,6 +511,11 @@ impl AppConfig {
     /// The SMART launch URL.
     pub fn launch_url(&self) -> Url {
         join(&self.public_url, "launch")
+    }
+
+    /// Where plans push members' history: the `aud` their push tokens name.
+    pub fn push_url(&self) -> Url {
+        join(&self.public_url, "pdex/push")
     }
 
     /// Our public JWKS URL.

@@ -4,7 +4,7 @@
 //! Layers, each importing only those above it: data ([`launch_state`], [`config`],
 //! [`error`]), runtime ([`state`]: the one `AppState`; [`launches`]: launches in the store), handles ([`emr`], [`owned`]: a launch
 //! resolved once at the edge), use cases ([`launch`], [`context`], [`plan`],
-//! [`provider_access`], [`history`], [`writeback`]; [`jobs`]: what runs between requests). Knows tower-sessions' `Session` type (only [`launch`] and
+//! [`provider_access`], [`push`], [`history`], [`writeback`]; [`jobs`]: what runs between requests). Knows tower-sessions' `Session` type (only [`launch`] and
 //! [`owned::OwnedLaunch::resolve`] touch it), not axum or Leptos.
 
 pub mod audit;
@@ -21,6 +21,7 @@ pub mod launches;
 pub mod owned;
 pub mod plan;
 pub mod provider_access;
+pub mod push;
 pub mod session;
 pub mod state;
 pub mod writeback;

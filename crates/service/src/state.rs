@@ -38,6 +38,8 @@ pub struct PayerRuntime {
     /// Bounds the requests in flight to this plan's FHIR API, over all clinicians (its CDS
     /// client has its own).
     pub gate: Arc<tokio::sync::Semaphore>,
+    /// The keys the plan signs its pushes with (its `push.jwks_url`), read when needed.
+    pub push_keys: tokio::sync::Mutex<Option<(std::time::Instant, jose::jwk::JwkSet)>>,
 }
 
 impl EhrRuntime {
@@ -104,6 +106,7 @@ impl PayerRuntime {
             discovery: tokio::sync::Mutex::new(None),
             capability: tokio::sync::Mutex::new(None),
             gate: Arc::new(tokio::sync::Semaphore::new(config.limits.max_requests_per_plan)),
+            push_keys: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -112,6 +115,7 @@ impl PayerRuntime {
             id: self.config.id.clone(),
             name: self.config.name.clone(),
             routes: self.config.routes.clone(),
+            pushes: self.config.push.is_some(),
         }
     }
 }

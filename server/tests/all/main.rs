@@ -17,5 +17,6 @@ mod hostile_plan;
 mod launch;
 mod plan;
 mod provider_access;
+mod pushed;
 mod real_fhir_server;
 mod writeback;

@@ -10,6 +10,7 @@ use pdex::provider_access::{self as pa, ExportRequest, MatchAnswer};
 use serde_json::Value;
 use smart::Secret;
 
+use super::collect::Collector;
 use super::{export_type, who, AccessRequest, AccessResult, Stage};
 use crate::clock::now_rfc3339;
 use crate::error::{DataProblem, ServiceError};
@@ -334,8 +335,7 @@ async fn read_files(
     let mut files: Vec<&bulk::OutputFile> = manifest.output.iter().collect();
     // Context first, Provenance last: each resource is resolved as it is read.
     files.sort_by_key(|f| pdex::normalise::read_order(&f.resource_type));
-    let mut export = pdex::export::ExportItems::new(plan.state.config.limits.review_items);
-    let mut found = Found { member, plan_patient: None, patients: Vec::new(), others: 0 };
+    let mut collector = Collector::new(member, plan.state.config.limits.review_items);
     let (mut lines, mut bad_lines, mut truncated) = (0usize, 0u64, false);
     for file in files {
         let mut reader = plan.bulk.open(token, manifest, file).await?;
@@ -344,9 +344,7 @@ async fn read_files(
                 Ok(_) if lines >= MAX_RESOURCES => truncated = true,
                 Ok(resource) => {
                     lines += 1;
-                    if let Some(resource) = found.keep(resource) {
-                        export.add(resource);
-                    }
+                    collector.add(resource);
                 }
                 Err(BulkError::BadLine { .. }) => bad_lines += 1,
                 Err(e) => return Err(e.into()),
@@ -378,87 +376,15 @@ async fn read_files(
             manifest.skipped
         ));
     }
-    if found.others > 0 {
-        notes.push(format!(
-            "{} records in {name}'s export were about another person, or about nobody the plan named, and were left out.",
-            found.others
-        ));
-    }
-    let collected = export.finish();
-    if collected.left_out > 0 {
-        notes.push(format!(
-            "{name}'s export holds {} more records, older than the {} shown here; they were not kept for review.",
-            collected.left_out,
-            collected.items.len()
-        ));
-    }
-    tracing::info!(payer = %plan.payer.config.id, items = collected.items.len(), left_out = collected.left_out, "Provider Access export read");
+    let collected = collector.finish(name, "export");
+    notes.extend(collected.notes);
+    tracing::info!(payer = %plan.payer.config.id, items = collected.items.len(), "Provider Access export read");
     Ok(ReadExport {
-        member: found.member,
-        plan_patient: found.plan_patient,
+        member: collected.member,
+        plan_patient: collected.plan_patient,
         items: collected.items,
         notes,
     })
-}
-
-/// Whose the export's resources are, learnt as they are read: the member the match named,
-/// else the export's one Patient (Patient files are read first).
-struct Found {
-    member: Option<String>,
-    plan_patient: Option<Value>,
-    patients: Vec<String>,
-    others: usize,
-}
-
-impl Found {
-    /// `resource`, unless it is about another person than the member (a plan's mistake is
-    /// not shown) or nobody is known to be the member yet.
-    fn keep(&mut self, resource: Value) -> Option<Value> {
-        if resource.get("resourceType").and_then(Value::as_str) == Some("Patient") {
-            let id = resource.get("id").and_then(Value::as_str).map(str::to_owned);
-            match (&self.member, id) {
-                (Some(member), Some(id)) if *member == id => {
-                    self.plan_patient = Some(resource.clone());
-                    return Some(resource);
-                }
-                (None, Some(id)) if self.patients.is_empty() => {
-                    self.patients.push(id);
-                    self.plan_patient = Some(resource.clone());
-                    return Some(resource);
-                }
-                (None, Some(id)) => {
-                    // Two Patients and the plan named neither: the export is nobody's.
-                    self.patients.push(id);
-                    self.plan_patient = None;
-                }
-                _ => {}
-            }
-            self.others += 1;
-            return None;
-        }
-        if self.member.is_none() && self.patients.len() == 1 {
-            self.member = self.patients.first().cloned();
-        }
-        let Some(member) = self.member.as_deref() else {
-            self.others += 1;
-            return None;
-        };
-        if about_other(&resource, member) {
-            self.others += 1;
-            return None;
-        }
-        Some(resource)
-    }
-}
-
-/// Whether `r` names a Patient other than `member` as its subject.
-fn about_other(r: &Value, member: &str) -> bool {
-    let own = format!("Patient/{member}");
-    ["/subject/reference", "/patient/reference", "/beneficiary/reference"]
-        .iter()
-        .filter_map(|p| r.pointer(p).and_then(Value::as_str))
-        .filter_map(|reference| fhir::Reference::parse(reference).local())
-        .any(|local| local.starts_with("Patient/") && local != own)
 }
 
 /// The plan's error files (OperationOutcomes), as notes: a few, briefly.

@@ -7,6 +7,7 @@
 //! ([`status`]) and opens its result for review ([`open`]) after the same identity check as
 //! every route.
 
+pub(crate) mod collect;
 mod drive;
 
 use api::{ExportPurpose, HistoryView, PlanMember, ProviderAccessStage};
@@ -310,9 +311,7 @@ async fn match_parameters(owned: &OwnedLaunch, coverage: &Value) -> Result<Value
     Ok(pa::member_match_request(&patient, coverage, &attestation))
 }
 
-/// Opens the newest finished export of this patient for review: the plan's member must be
-/// the launched patient (else nothing is shown, and the refusal is audited); what the chart
-/// already holds is marked, as on every route.
+/// Opens the newest finished export of this patient for review ([`review_result`]).
 pub async fn open(owned: &OwnedLaunch) -> Result<HistoryView, ServiceError> {
     let (payer, _) = payer_for(owned).await?;
     let found =
@@ -327,6 +326,21 @@ pub async fn open(owned: &OwnedLaunch) -> Result<HistoryView, ServiceError> {
     let (job_id, result, purpose) = found.ok_or(Refusal::NoAccessResult)?;
     let result: AccessResult = serde_json::from_slice(&result)
         .map_err(|e| store::StoreError::Seal(format!("Provider Access result unreadable: {e}")))?;
+    let view_only = purpose == ExportPurpose::Snapshot;
+    review_result(owned, &payer, format!("provider-access:{job_id}"), result, view_only).await
+}
+
+/// Opens what a plan sent by a route other than the hook (an export, a push) for review: the
+/// plan's member must be the launched patient (else nothing is shown, and the refusal is
+/// audited); what the chart already holds is marked, as on every route. `origin` names
+/// the request or push the data came from (in place of the hook instance).
+pub(crate) async fn review_result(
+    owned: &OwnedLaunch,
+    payer: &PayerRuntime,
+    origin: String,
+    result: AccessResult,
+    view_only: bool,
+) -> Result<HistoryView, ServiceError> {
     let member = result.member.clone().ok_or(Refusal::NoAccessResult)?;
     let mut access = PlanAccess {
         fhir_base: payer.config.fhir_base.clone(),
@@ -338,11 +352,11 @@ pub async fn open(owned: &OwnedLaunch) -> Result<HistoryView, ServiceError> {
     // The export's own Patient, else read now (an export may leave it out).
     let plan_patient = match result.plan_patient.clone() {
         Some(patient) => patient,
-        None => crate::plan::access::read_plan_patient(owned.state(), &payer, &access).await?,
+        None => crate::plan::access::read_plan_patient(owned.state(), payer, &access).await?,
     };
     access.member_id = cds_hooks::pdex::member_id(&plan_patient).map(str::to_owned);
     let emr_patient = owned.emr().patient().await?;
-    let checked = crate::plan::access::check_identity(&payer, &emr_patient, &plan_patient);
+    let checked = crate::plan::access::check_identity(payer, &emr_patient, &plan_patient);
     let items = result.items.into_items();
     let member_state = match &checked {
         Ok(()) => MemberState::Confirmed {
@@ -359,7 +373,7 @@ pub async fn open(owned: &OwnedLaunch) -> Result<HistoryView, ServiceError> {
     let plan = PlanState {
         payer_id: payer.config.id.clone(),
         service_id: None,
-        hook_instance: Some(format!("provider-access:{job_id}")),
+        hook_instance: Some(origin),
         cards: Vec::new(),
         notes: result.notes.clone(),
         member: member_state,
@@ -378,9 +392,8 @@ pub async fn open(owned: &OwnedLaunch) -> Result<HistoryView, ServiceError> {
         crate::plan::access::audit_refused(owned, &plan.payer_id, &mismatch).await;
         return Err(ServiceError::MemberMismatch(mismatch));
     }
-    let view_only = purpose == ExportPurpose::Snapshot;
     let read = crate::history::checked_against_chart(owned, items, result.notes, view_only).await;
-    crate::history::keep(owned, &payer, &plan, access, read).await
+    crate::history::keep(owned, payer, &plan, access, read).await
 }
 
 /// How `purpose` is asked of the plan.
