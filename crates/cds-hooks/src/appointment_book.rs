@@ -6,6 +6,8 @@ use serde_json::{json, Value};
 use crate::model::HookRequest;
 
 pub const HOOK: &str = "appointment-book";
+/// The context keys the hook requires (`encounterId` is optional).
+pub const REQUIRED_CONTEXT: [&str; 3] = ["userId", "patientId", "appointments"];
 
 /// One proposed Appointment for `patient_id`, with the user as the other participant.
 /// `start`/`end` are left out: the spec allows a proposed appointment without them (app-3),
@@ -52,6 +54,7 @@ pub fn request(fhir_server: &str, context: Value) -> HookRequest {
         context,
         prefetch: None,
         extension: None,
+        proposed: Default::default(),
     }
 }
 

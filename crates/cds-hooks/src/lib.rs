@@ -15,6 +15,7 @@ pub mod client;
 pub mod markdown;
 pub mod model;
 pub mod pdex;
+pub mod phr;
 pub mod prefetch;
 
 pub use cards::{CheckedCard, CheckedResponse};

@@ -62,6 +62,10 @@ pub struct HookRequest {
     pub prefetch: Option<BTreeMap<String, Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extension: Option<Value>,
+    /// Root properties proposed beyond CDS Hooks 2.0 (several FHIR sources and their
+    /// `contexts`, [`crate::phr`]), sent only to a service that declares them.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub proposed: BTreeMap<String, Value>,
 }
 
 /// `info` | `warning` | `critical`.

@@ -46,7 +46,10 @@ pub fn render(template: &str, context: &Value) -> Result<String, TemplateError> 
 }
 
 fn resolve(token: &str, context: &Value) -> Result<String, TemplateError> {
-    if let Some(field) = token.strip_prefix("context.") {
+    // `contexts.X` (the several-sources proposal, [`crate::phr`]) is the context of the one
+    // source a client fulfilling prefetch itself reads from: its own.
+    let field = token.strip_prefix("context.").or_else(|| token.strip_prefix("contexts."));
+    if let Some(field) = field {
         if field.contains('.') {
             return Err(TemplateError::NotPrimitive(token.to_owned()));
         }
@@ -194,6 +197,7 @@ mod tests {
             "Coverage?patient=pat-1&status=active"
         );
         assert_eq!(render("{{context.userId}}", &c).unwrap(), "Practitioner/prac-1");
+        assert_eq!(render("Patient/{{contexts.patientId}}", &c).unwrap(), "Patient/pat-1");
         assert_eq!(
             render("Practitioner/{{userPractitionerId}}", &c).unwrap(),
             "Practitioner/prac-1"

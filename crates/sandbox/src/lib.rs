@@ -218,6 +218,7 @@ impl Sandbox {
             style: std::sync::Mutex::new(config.plan_style),
             app_launch_url: config.clients.first().map(|c| c.launch_url.clone()),
             received: std::sync::Mutex::default(),
+            proposed_extensions: Default::default(),
             provider_access: Default::default(),
         });
 

@@ -74,6 +74,9 @@ pub struct Plan {
     pub received: Mutex<Vec<ReceivedRequest>>,
     /// The Provider Access API's requests and behaviour.
     pub provider_access: crate::access_requests::ProviderAccess,
+    /// Discovery advertises the proposed extensions of seed 003 (`cds_hooks::phr`): context
+    /// descriptors naming `memberId` and not `encounterId`, and `fhirSources` with `contexts`.
+    pub proposed_extensions: std::sync::atomic::AtomicBool,
 }
 
 /// The plan's members: everyone whose EHR coverage names the plan. One person covered by
@@ -354,7 +357,7 @@ impl Plan {
 
     pub fn discovery(&self) -> Value {
         let descriptor = |n: &str, text: &str| json!({"coding": [{"system": "https://cds-hooks.org/hooks/appointment-book/#context", "code": n, "display": text}], "text": text});
-        json!({"services": [{
+        let mut discovery = json!({"services": [{
             "hook": "appointment-book",
             "id": SERVICE_ID,
             "title": "Member history (Da Vinci PDex)",
@@ -370,7 +373,19 @@ impl Plan {
                 "encounterId": descriptor("3", "The FHIR Encounter.id of the current encounter in context"),
                 "appointments": descriptor("4", "A Bundle of the proposed Appointment resources")
             }
-        }]})
+        }]});
+        if self.proposed_extensions.load(std::sync::atomic::Ordering::Relaxed) {
+            let service = &mut discovery["services"][0];
+            if let Some(context) = service["context"].as_object_mut() {
+                context.remove("encounterId");
+                context.insert(
+                    "memberId".into(),
+                    descriptor("5", "The member's id at the plan (Coverage identifier of type MB)"),
+                );
+            }
+            service["extension"] = json!({"fhirSources": true, "contexts": true});
+        }
+        discovery
     }
 
     fn answer(&self, member: &Member) -> Value {

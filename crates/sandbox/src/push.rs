@@ -129,7 +129,7 @@ async fn push(State(plan): State<Arc<Plan>>, Form(form): Form<PushForm>) -> Resp
     crate::pages::layout(
         synthetic::PLAN_NAME,
         "History pushed",
-        maud::html! { p { (said) } p { a href="/" { "Back" } } },
+        maud::html! { p data-testid="push-result" { (said) } p { a href="/" { "Back" } } },
     )
     .into_response()
 }

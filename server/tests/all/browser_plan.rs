@@ -201,3 +201,29 @@ async fn provider_access_from_the_attestation_to_the_review_with_its_progress() 
     assert_eq!(reviews.len(), 1);
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_history_the_plan_pushed_is_offered_and_opened_for_review() {
+    let app = start().await;
+    let browser = Browser::start().await;
+    let person = app.sandbox().ehr.person("pat-001").unwrap().clone();
+    let member = app.sandbox().plan.members.iter().find(|m| m.member_id == person.member_id);
+    let member = member.unwrap().patient_id.clone();
+    // The plan pushes the member's history from its own page (a real signed POST).
+    browser.client.goto(&format!("{}/", app.sandbox().plan_url())).await.unwrap();
+    browser.click(&format!("select[name=member] option[value={member}]")).await;
+    browser.click("button[type=submit]").await;
+    let said = browser.text("[data-testid=push-result]").await;
+    assert!(said.contains("answered 201"), "{said}");
+    ehr_launch(&browser, &app, "pat-001").await;
+    let offer = browser.text("[data-testid=pushed-said]").await;
+    assert!(offer.starts_with("Sandbox Health Plan sent history on "), "{offer}");
+    browser.click("[data-testid=pushed-open]").await;
+    let count = browser.text("[data-testid=pushed-review] [data-testid=selection-count]").await;
+    let total = offer.rsplit(": ").next().unwrap().trim_end_matches(" records.");
+    assert!(count.ends_with(&format!("of {total} selected")), "{count} / {offer}");
+    let reviews =
+        browser.client.find_all(fantoccini::Locator::Css("section.history")).await.unwrap();
+    assert_eq!(reviews.len(), 1, "the pushed history's review only");
+    browser.close().await;
+}

@@ -456,3 +456,30 @@ async fn the_appointment_in_fhir_context_is_the_one_sent_and_the_tenant_is_passe
         assert_eq!(hook.jwt.claims["tenant"], tenant, "{:?}", hook.jwt.claims);
     }
 }
+
+#[tokio::test]
+async fn a_plan_advertising_context_descriptors_and_several_sources_gets_them_and_others_do_not() {
+    let mut driver = Driver::new(3600).await;
+    let member_id = driver.sandbox().ehr.person("pat-001").unwrap().member_id.clone();
+    let issuer = driver.sandbox().ehr_fhir_base().as_str().trim_end_matches('/').to_owned();
+    // Plain CDS Hooks 2.0 first: one fhirServer, the context the hook defines.
+    let (_, history) = driver.plan_history("pat-001").await;
+    assert!(!history["items"].as_array().unwrap().is_empty(), "{history}");
+    let plain = driver.sandbox().plan.last_hook_request().unwrap().body.unwrap();
+    assert_eq!(plain["fhirServer"], issuer.as_str(), "{plain}");
+    assert!(plain.get("fhirSources").is_none() && plain.get("contexts").is_none(), "{plain}");
+    assert!(plain["context"].get("memberId").is_none(), "{plain}");
+
+    let mut driver = Driver::new(3600).await;
+    let issuer = driver.sandbox().ehr_fhir_base().as_str().trim_end_matches('/').to_owned();
+    driver.sandbox().plan.proposed_extensions.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (_, history) = driver.plan_history("pat-001").await;
+    assert!(!history["items"].as_array().unwrap().is_empty(), "the plan still answers");
+    let proposed = driver.sandbox().plan.last_hook_request().unwrap().body.unwrap();
+    assert!(proposed.get("fhirServer").is_none(), "{proposed}");
+    assert_eq!(proposed["fhirSources"][0]["fhirServer"], issuer.as_str(), "{proposed}");
+    assert_eq!(proposed["contexts"][issuer.as_str()]["patientId"], "pat-001", "{proposed}");
+    assert_eq!(proposed["context"]["memberId"], member_id.as_str(), "described, so filled");
+    assert!(proposed["context"].get("encounterId").is_none(), "not described: {proposed}");
+    assert!(proposed["context"]["appointments"].is_object(), "required, always sent");
+}

@@ -151,6 +151,7 @@ async fn hook_request(
         snapshot.encounter_id.as_deref(),
         vec![appointment],
     );
+    let context = described_context(context, service, who);
     let issuer = owned.ehr().config.issuer.as_str().trim_end_matches('/');
     let mut request = appointment_book::request(issuer, context.clone());
     let (client, token) = owned.emr().current_token(None).await?;
@@ -173,7 +174,28 @@ async fn hook_request(
         who.coverage.as_ref(),
         patient.as_ref(),
     ));
+    if let Some(declared) = cds_hooks::phr::declared_sources(service) {
+        cds_hooks::phr::into_sources(&mut request, &declared);
+    }
     Ok(request)
+}
+
+/// The context as the service's discovery describes it, when it does (seed 003's context
+/// descriptors): the member's ids at this plan are what Member History knows beyond the hook.
+fn described_context(context: Value, service: &Service, who: &Identified) -> Value {
+    let subscriber = who.coverage.as_ref().and_then(pdex::subscriber_id).map(Value::from);
+    let extras =
+        [("memberId", who.member_id.clone().map(Value::from)), ("subscriberId", subscriber)];
+    let (context, unfilled) = cds_hooks::phr::described_context(
+        context,
+        &extras,
+        service,
+        &appointment_book::REQUIRED_CONTEXT,
+    );
+    if !unfilled.is_empty() {
+        tracing::info!(service = %service.id, fields = ?unfilled, "the plan describes context fields Member History cannot fill");
+    }
+    context
 }
 
 /// What the plan's answer means: matched with a pointer to the member's data (not yet
