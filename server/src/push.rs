@@ -21,6 +21,18 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
     if declared.is_some_and(|length| length > limit as u64) {
         return refused(&PushRefusal::TooLarge(limit));
     }
+    let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    // The token first: nobody unauthenticated makes the server read a large body.
+    let authorized = match service::push::authorize(
+        &state,
+        text(header::AUTHORIZATION),
+        text(header::CONTENT_TYPE),
+    )
+    .await
+    {
+        Ok(authorized) => authorized,
+        Err(refusal) => return refused(&refusal),
+    };
     let timeout = Duration::from_secs(state.config.limits.body_timeout_seconds);
     let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => bytes,
@@ -36,15 +48,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
             )
         }
     };
-    let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
-    match service::push::receive(
-        &state,
-        text(header::AUTHORIZATION),
-        text(header::CONTENT_TYPE),
-        &bytes,
-    )
-    .await
-    {
+    match service::push::accept(&state, authorized, &bytes).await {
         Ok(received) => {
             let (status, said) = if received.new {
                 (StatusCode::CREATED, format!("Stored {} records for review when a clinician next opens this member's chart.", received.resources))

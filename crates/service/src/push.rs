@@ -123,7 +123,7 @@ struct Pushed {
 }
 
 /// The claims a push token carries (`aud` and `exp` are checked by the verifier).
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct PushClaims {
     iss: String,
     sub: Option<String>,
@@ -138,31 +138,49 @@ fn subject(payer_id: &str, member_id: &str) -> String {
     format!("{payer_id}|{member_id}")
 }
 
-/// Receives a push: `authorization` and `content_type` are the request's headers, `body`
-/// its bytes (already read within `limits.max_push_bytes`).
-pub async fn receive(
-    state: &AppState,
+/// A push whose token and headers checked out, holding one of the server's history-read
+/// turns for its Bundle (parsing takes several times the Bundle's size): nothing of the
+/// body is read before this.
+#[derive(Debug)]
+pub struct Authorized<'a> {
+    payer: std::sync::Arc<PayerRuntime>,
+    claims: PushClaims,
+    _turn: tokio::sync::SemaphorePermit<'a>,
+}
+
+/// Checks a push's headers (`Authorization`, `Content-Type`) before its body is read.
+pub async fn authorize<'a>(
+    state: &'a AppState,
     authorization: Option<&str>,
     content_type: Option<&str>,
-    body: &[u8],
-) -> Result<Received, PushRefusal> {
+) -> Result<Authorized<'a>, PushRefusal> {
     let token = authorization
         .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or(PushRefusal::NoToken)?;
     let (payer, claims) = verified(state, token).await?;
-    let digest = sha2::Sha256::digest(body);
-    if base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest) != claims.bundle_sha256 {
-        return Err(PushRefusal::WrongBody);
-    }
     let media = content_type.and_then(|c| c.split(';').next()).map(str::trim);
     if !matches!(media, Some("application/fhir+json" | "application/json")) {
         return Err(PushRefusal::ContentType);
     }
-    // One Bundle parsed at a time per history-read turn: parsing takes several times its size.
-    let _turn = state.history_reads.acquire().await.map_err(|_| PushRefusal::Stopping)?;
-    let pushed = read_bundle(state, &payer, body)?;
+    let turn = state.history_reads.acquire().await.map_err(|_| PushRefusal::Stopping)?;
+    Ok(Authorized { payer, claims, _turn: turn })
+}
+
+/// Receives the body of an authorized push (read within `limits.max_push_bytes`): the one
+/// the token signs, one member's Bundle, a token not used before; queued once.
+pub async fn accept(
+    state: &AppState,
+    authorized: Authorized<'_>,
+    body: &[u8],
+) -> Result<Received, PushRefusal> {
+    let Authorized { payer, claims, .. } = &authorized;
+    let digest = sha2::Sha256::digest(body);
+    if base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest) != claims.bundle_sha256 {
+        return Err(PushRefusal::WrongBody);
+    }
+    let pushed = read_bundle(state, payer, body)?;
     if !state.launches.store().first_use(&claims.iss, &claims.jti, claims.exp).await? {
         return Err(PushRefusal::Replay);
     }

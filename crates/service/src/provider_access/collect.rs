@@ -149,7 +149,8 @@ mod tests {
         let collected = collector.finish("Plan", "pushed history");
         assert_eq!(collected.member.as_deref(), Some("m1"));
         assert_eq!(collected.patients, 1);
-        assert_eq!(collected.items.len(), 2, "the Patient and c1");
+        let keys: Vec<&str> = collected.items.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["Condition/c1"], "the member's record only (the Patient is context)");
         assert!(
             collected.notes[0].starts_with("1 records in Plan's pushed history"),
             "{:?}",
