@@ -9,6 +9,7 @@ use sandbox::push::Push;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+use crate::common::writeback::{add, choose, select_only};
 use crate::common::{Driver, APP};
 
 fn push_url() -> String {
@@ -78,6 +79,13 @@ async fn a_pushed_history_is_kept_once_and_offered_at_the_members_next_launch() 
     assert_eq!(view["items"].as_array().unwrap().len() as u64, resources);
     let (_, plan_status) = driver.server_fn("plan_status", &[("launch", &launch)]).await;
     assert!(plan_status["answer"]["member"].is_object(), "{plan_status}");
+    // Written like any route's items, the plan's Provenance kept.
+    let rows = view["items"].as_array().unwrap().clone();
+    let keys = choose(&rows, 3, 0);
+    select_only(&mut driver, &launch, &rows, &keys).await;
+    let (status, result) = add(&mut driver, &launch).await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert!(!result["provenance"].as_array().unwrap().is_empty(), "{result}");
 
     // Another patient is offered nothing of it.
     let other = driver.launch("pat-002").await;
