@@ -3,9 +3,9 @@
 //! arguments are typed, so a malformed id is refused before any use case runs.
 
 use api::{
-    ApiError, CardView, EhrChoice, ExportPurpose, HistoryView, ItemDetail, LaunchId, PayerId,
-    PlanAnswer, PlanStatus, ProviderAccessView, PushedHistoryView, ReviewContext, SelectionSummary,
-    WritePreview, WriteResult,
+    ApiError, CardView, EhrChoice, ExportPurpose, HistoryView, ItemDetail, LaunchId,
+    MemberAccessView, PayerId, PlanAnswer, PlanStatus, ProviderAccessView, PushedHistoryView,
+    ReviewContext, SelectionSummary, WritePreview, WriteResult,
 };
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
@@ -93,6 +93,22 @@ pub async fn pushed_history_status(
 pub async fn pushed_history_open(launch: LaunchId) -> Result<HistoryView, ApiError> {
     let owned = ssr::owned(&launch).await?;
     Ok(service::push::open(&owned).await?)
+}
+
+/// Starts a member sign-in at the launched patient's plan: the link the patient opens (on
+/// this device or theirs) to sign in there and share their records.
+#[server(endpoint = "member_access_start")]
+pub async fn member_access_start(launch: LaunchId) -> Result<MemberAccessView, ApiError> {
+    let owned = ssr::owned(&launch).await?;
+    Ok(service::member_access::start(&owned).await?)
+}
+
+/// The launch's member sign-in and how far it is (once the member signed in, checked against
+/// the patient).
+#[server(endpoint = "member_access_status")]
+pub async fn member_access_status(launch: LaunchId) -> Result<Option<MemberAccessView>, ApiError> {
+    let owned = ssr::owned(&launch).await?;
+    Ok(service::member_access::status(&owned).await?)
 }
 
 /// Tells the plan what the clinician did with card `card`: accepted `suggestion`, or

@@ -9,6 +9,7 @@ pub mod edge;
 pub mod frame_cookies;
 pub mod frontend;
 pub mod logging;
+pub mod member_access;
 pub mod push;
 pub mod routes;
 pub mod security;
@@ -102,6 +103,9 @@ pub fn router(state: AppState, frontend: Frontend) -> Router {
         .merge(with_session)
         .route("/.well-known/jwks.json", get(routes::jwks))
         .route("/healthz", get(routes::healthz))
+        // The member's own device: no session, no app.
+        .route("/member-access/{handle}", get(member_access::handoff))
+        .route("/member-callback", get(member_access::callback))
         .fallback_service(frontend.service())
         .with_state(server)
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))

@@ -1,5 +1,6 @@
 mod banner;
 mod history;
+mod member_access;
 mod plan;
 mod provider_access;
 mod pushed;

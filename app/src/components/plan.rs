@@ -6,6 +6,7 @@ use api::{
 };
 use leptos::prelude::*;
 
+use super::member_access::MemberAccessPanel;
 use super::provider_access::{AccessOpened, ProviderAccessPanel};
 use super::pushed::PushedHistoryPanel;
 use crate::server_fns::{card_feedback, load_plan_status, request_plan_history};
@@ -114,11 +115,16 @@ fn PlanBody(status: PlanStatus, ask: Action<Ask, Result<PlanAnswer, ApiError>>) 
         Identification::Ready { payer, .. } if payer.pushes => Some(payer.clone()),
         _ => None,
     };
+    let member_access = match &identification {
+        Identification::Ready { payer, .. } if payer.member_access => Some(payer.clone()),
+        _ => None,
+    };
     let hook = hook_offered(&identification);
     view! {
         <h2 id="plan-heading">"Health plan"</h2>
         <Intro identification=identification.clone() />
         {pushed.map(|payer| view! { <PushedHistoryPanel payer /> })}
+        {member_access.map(|payer| view! { <MemberAccessPanel payer /> })}
         {provider_access.map(|payer| view! { <ProviderAccessPanel payer /> })}
         {move || {
             let can_ask = matches!(identification, Identification::Ready { .. }) && hook;

@@ -20,6 +20,7 @@ pub struct AccessOpened(pub RwSignal<Option<Opened>>);
 pub enum Opened {
     ProviderAccess,
     Pushed,
+    Member,
 }
 
 fn running(stage: &ProviderAccessStage) -> bool {

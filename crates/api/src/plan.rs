@@ -12,6 +12,9 @@ pub struct PayerSummary {
     /// It pushes members' history to Member History (`Patient/$everything` Bundles).
     #[serde(default)]
     pub pushes: bool,
+    /// Its members may sign in there and let Member History read their records.
+    #[serde(default)]
+    pub member_access: bool,
 }
 
 /// A way to a plan's member history (the configuration names them the same way).
@@ -237,4 +240,23 @@ pub struct PushedHistoryView {
     pub received_at: String,
     /// Records kept for review.
     pub resources: usize,
+}
+
+/// Member-authorized access at the patient's plan: the link the member signs in by, and how far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAccessView {
+    pub payer: PayerSummary,
+    /// Where the member signs in (open on this device, or on theirs).
+    pub link: String,
+    pub stage: MemberAccessStage,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberAccessStage {
+    /// Waiting for the member to sign in.
+    Waiting,
+    /// The member signed in and is this patient; `withheld` names what they chose not to share.
+    Shared { withheld: Vec<String> },
+    /// Nothing is shown: why, and what to do.
+    Refused { message: String },
 }

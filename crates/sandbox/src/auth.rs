@@ -508,6 +508,20 @@ impl AuthServer {
 
     /// The picker's answer: a code, or `access_denied`.
     pub fn decide(&self, d: &Decision) -> Result<(String, RedirectParams), AuthorizeError> {
+        self.decide_granting(d, str::to_owned)
+    }
+
+    /// The requested scope of a sign-in still pending (for a consent screen).
+    pub fn pending_scope(&self, request_id: &str) -> Option<String> {
+        self.lock().requests.get(request_id).map(|r| r.scope.clone())
+    }
+
+    /// [`Self::decide`], granting `grant(requested scope)`: what the user let the app have.
+    pub fn decide_granting(
+        &self,
+        d: &Decision,
+        grant: impl FnOnce(&str) -> String,
+    ) -> Result<(String, RedirectParams), AuthorizeError> {
         let now = jose::now();
         let request =
             self.lock().requests.remove(&d.request_id).filter(|r| r.expires_at > now).ok_or_else(
@@ -535,11 +549,12 @@ impl AuthServer {
                     need_patient_banner: true,
                     ..Default::default()
                 };
+                let granted = grant(&request.scope);
                 let code = self.issue_code(
                     &request.client_id,
                     &request.redirect_uri,
                     &request.code_challenge,
-                    &request.scope,
+                    &granted,
                     context,
                     request.nonce.clone(),
                 );

@@ -532,8 +532,19 @@ async fn everything(
     }
     let types: Option<Vec<&str>> = get("_type").map(|t| t.split(',').map(str::trim).collect());
     let (start, end, since) = (get("start"), get("end"), get("_since"));
+    let without_psy = grant
+        .scopes
+        .raw
+        .iter()
+        .any(|s| s.contains("_security:not=") && s.ends_with(BEHAVIOURAL_HEALTH_LABEL));
     let results: Vec<Value> = everything_of(&api.store, &id)
         .into_iter()
+        // What the token's scopes leave out is not sent (a member may withhold categories).
+        .filter(|r| {
+            let resource_type = r.get("resourceType").and_then(Value::as_str).unwrap_or("");
+            grant.reach(resource_type, Permission::Read).is_ok()
+                && !(without_psy && labelled(r, "PSY"))
+        })
         .filter(|r| {
             let resource_type = r.get("resourceType").and_then(Value::as_str).unwrap_or("");
             types.as_ref().is_none_or(|t| t.contains(&resource_type) || resource_type == "Patient")
@@ -557,6 +568,17 @@ async fn everything(
         &params,
         results,
     )?))
+}
+
+/// The security label behavioural-health records carry (HL7 v3 ActCode `PSY`): a scope
+/// narrowed with `_security:not=` it leaves them out.
+pub const BEHAVIOURAL_HEALTH_LABEL: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode|PSY";
+
+/// Whether `resource` carries the security label `code` (`meta.security`).
+fn labelled(resource: &Value, code: &str) -> bool {
+    resource.pointer("/meta/security").and_then(Value::as_array).is_some_and(|labels| {
+        labels.iter().any(|l| l.get("code").and_then(Value::as_str) == Some(code))
+    })
 }
 
 /// Everything about Patient `id`, unfiltered: its compartment, the practitioners and

@@ -11,6 +11,7 @@ pub mod ehr;
 pub mod fhir_api;
 pub mod history;
 pub mod member_history;
+pub mod member_signin;
 pub mod pages;
 pub mod plan;
 pub mod provider_access;
@@ -155,7 +156,8 @@ impl Sandbox {
             serve(
                 plan_listener,
                 plan::router(plan.clone(), provider_access::router(plan.clone()))
-                    .merge(push::router(plan.clone())),
+                    .merge(push::router(plan.clone()))
+                    .merge(member_signin::router(plan.clone())),
             ),
         ];
         tracing::info!(ehr = %ehr.base_url, plan = %plan.base_url, "sandbox started");

@@ -122,7 +122,8 @@ pub async fn start(args: &SandboxArgs, app: &AppRegistration) -> Result<Sandbox,
     let client = ClientRegistration {
         client_id: CLIENT_ID.into(),
         name: "Member History".into(),
-        redirect_uris: vec![app.at("callback")],
+        // The EHR launch's callback, and the member sign-in's at the plan.
+        redirect_uris: vec![app.at("callback"), app.at("member-callback")],
         launch_url: app.at("launch"),
         jwks: Some(match &app.jwks {
             Some(jwks) => ClientJwks::Inline(jwks.clone()),
@@ -194,6 +195,7 @@ fhir_auth = {{ method = "backend_services", client_id = {client_id}, scope = "sy
 timeout_seconds = 15
 record_identifier_system = {record_system}
 push = {{ issuer = {push_issuer}, jwks_url = {push_jwks} }}
+member_access = {{ client_id = {client_id} }}
 "#,
         public_url = quote(public_url.as_str()),
         data_dir = quote(&data_dir.to_string_lossy()),

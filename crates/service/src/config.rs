@@ -354,6 +354,18 @@ pub struct PayerConfig {
     /// each push signed with its key: who it is and where its keys are.
     #[serde(default)]
     pub push: Option<PushConfig>,
+    /// The member may sign in at the plan and let Member History read their records (PDex
+    /// §3-4-2: a SMART standalone launch against the plan's patient-facing FHIR API).
+    #[serde(default)]
+    pub member_access: Option<MemberAccessConfig>,
+}
+
+/// Member History's registration at the plan's authorization server for member sign-in
+/// (redirect URI `{public_url}/member-callback`, `private_key_jwt` with our JWKS).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberAccessConfig {
+    pub client_id: String,
 }
 
 /// How a plan that pushes members' history signs its pushes (PDex §3-4-3; see the README).
@@ -513,6 +525,11 @@ impl AppConfig {
         join(&self.public_url, "launch")
     }
 
+    /// Where a plan's authorization server sends the member back after sign-in.
+    pub fn member_callback_url(&self) -> Url {
+        join(&self.public_url, "member-callback")
+    }
+
     /// Where plans push members' history: the `aud` their push tokens name.
     pub fn push_url(&self) -> Url {
         join(&self.public_url, "pdex/push")
@@ -535,7 +552,7 @@ impl AppConfig {
 }
 
 /// `base` + `/` + `path`, keeping any path prefix of `base`.
-fn join(base: &Url, path: &str) -> Url {
+pub(crate) fn join(base: &Url, path: &str) -> Url {
     let mut url = base.clone();
     let joined = format!("{}/{path}", base.path().trim_end_matches('/'));
     url.set_path(&joined);

@@ -101,6 +101,7 @@ pub enum Refusal {
     AccessRequestRunning,
     NoAccessResult,
     NoPushedHistory,
+    MemberAccessNotOffered,
     ViewOnly,
 }
 
@@ -135,6 +136,7 @@ impl Refusal {
             Refusal::NothingImportedYet => "Nothing was imported from this plan for this patient yet: ask for the full history first.",
             Refusal::AccessRequestRunning => "A request to this plan for this patient is already running. Its progress is shown; it does not need asking again.",
             Refusal::ViewOnly => "This history was asked of the plan to view only (a snapshot): nothing of it can be added to the chart. Ask the plan for the full history to import it.",
+            Refusal::MemberAccessNotOffered => "This patient's plan does not let its members sign in to share their records with Member History. Ask the plan by one of the routes offered.",
             Refusal::NoPushedHistory => "The plan has pushed no history for this patient (or it was deleted after the retention time). Ask the plan by one of the routes offered.",
             Refusal::NoAccessResult => "The plan's answer for this patient is not ready yet (or was deleted after the retention time). Ask the plan again.",
         }

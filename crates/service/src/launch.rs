@@ -116,6 +116,7 @@ pub async fn complete(
         identification: None,
         history: None,
         writes: Vec::new(),
+        member_access: None,
         plan: token
             .context
             .app_context

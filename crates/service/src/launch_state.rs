@@ -49,6 +49,9 @@ pub struct Launch {
     pub history: Option<HistoryState>,
     /// What was written into the chart, oldest first.
     pub writes: Vec<api::WriteResult>,
+    /// The member's sign-in at the plan, when the clinician handed it to them.
+    #[serde(default)]
+    pub member_access: Option<MemberAccessState>,
 }
 
 /// Who the member is, once identified from the EMR's coverage (or typed by the clinician).
@@ -69,6 +72,10 @@ pub struct PlanAccess {
     pub member_id: Option<String>,
     pub token: Option<Secret>,
     pub expires_at: Option<u64>,
+    /// The token is the member's own (member-authorized access): it is never replaced by a
+    /// Backend Services token, which would see what the member withheld.
+    #[serde(default)]
+    pub member_authorized: bool,
 }
 
 /// How far Member History got with the member the plan answered about. Only `Confirmed`
@@ -206,4 +213,38 @@ pub fn new_launch_id() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A member sign-in at the plan as the launch keeps it (sealed in the store with the
+/// launch; `member_access.rs` drives it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberAccessState {
+    pub payer_id: String,
+    /// SHA-256 of the OAuth `state`, hex: what the link and the callback find the launch by.
+    pub(crate) handle_hash: String,
+    pub(crate) authorize_url: String,
+    /// Spent at the callback (a second use finds nothing).
+    pub(crate) pending: Option<smart::PendingAuthorization>,
+    pub(crate) requested_scope: String,
+    pub(crate) asked_at: String,
+    pub(crate) outcome: MemberAccessOutcome,
+}
+
+/// How far a member sign-in is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MemberAccessOutcome {
+    Waiting,
+    /// The member signed in; not yet checked against the EMR patient.
+    SignedIn {
+        token: smart::Secret,
+        expires_at: Option<u64>,
+        patient: String,
+        granted: String,
+    },
+    Shared {
+        withheld: Vec<String>,
+    },
+    Refused {
+        message: String,
+    },
 }

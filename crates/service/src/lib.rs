@@ -4,7 +4,7 @@
 //! Layers, each importing only those above it: data ([`launch_state`], [`config`],
 //! [`error`]), runtime ([`state`]: the one `AppState`; [`launches`]: launches in the store), handles ([`emr`], [`owned`]: a launch
 //! resolved once at the edge), use cases ([`launch`], [`context`], [`plan`],
-//! [`provider_access`], [`push`], [`history`], [`writeback`]; [`jobs`]: what runs between requests). Knows tower-sessions' `Session` type (only [`launch`] and
+//! [`provider_access`], [`push`], [`member_access`], [`history`], [`writeback`]; [`jobs`]: what runs between requests). Knows tower-sessions' `Session` type (only [`launch`] and
 //! [`owned::OwnedLaunch::resolve`] touch it), not axum or Leptos.
 
 pub mod audit;
@@ -18,6 +18,7 @@ pub mod jobs;
 pub mod launch;
 pub mod launch_state;
 pub mod launches;
+pub mod member_access;
 pub mod owned;
 pub mod plan;
 pub mod provider_access;

@@ -32,6 +32,8 @@ pub struct PayerRuntime {
     /// Our CDS Hooks client for this plan (JWT signed with our key, `jku` = our JWKS URL).
     pub cds: cds_hooks::CdsClient,
     pub backend: Option<SmartClient>,
+    /// Our SMART client for member sign-in at the plan (`member_access`).
+    pub member: Option<SmartClient>,
     pub discovery: tokio::sync::Mutex<Option<(std::time::Instant, cds_hooks::DiscoveryResponse)>>,
     /// The plan FHIR API's CapabilityStatement (does it offer `$everything`?), read once an hour.
     pub capability: tokio::sync::Mutex<Option<(std::time::Instant, serde_json::Value)>>,
@@ -99,7 +101,16 @@ impl PayerRuntime {
             )),
             PlanFhirAuth::FromAnswer => None,
         };
+        let member = payer.member_access.as_ref().map(|m| {
+            SmartClient::new(
+                m.client_id.clone(),
+                config.member_callback_url(),
+                ClientAuth::PrivateKeyJwt { key: key.clone() },
+                http.clone(),
+            )
+        });
         Ok(PayerRuntime {
+            member,
             config: payer.clone(),
             cds: cds_hooks::CdsClient::new(identity, limits)?,
             backend,
@@ -116,6 +127,7 @@ impl PayerRuntime {
             name: self.config.name.clone(),
             routes: self.config.routes.clone(),
             pushes: self.config.push.is_some(),
+            member_access: self.config.member_access.is_some(),
         }
     }
 }

@@ -13,6 +13,9 @@ pub enum JobKind {
     /// A member's history a plan pushed (`Patient/$everything`), waiting in the queue for a
     /// clinician to open that patient; never run by a worker.
     PushedHistory,
+    /// The index from a member sign-in's handle to its launch (the member's device has no
+    /// session); never run, deleted with the launch.
+    MemberAccess,
 }
 
 impl JobKind {
@@ -21,6 +24,7 @@ impl JobKind {
             JobKind::WriteBack => "write-back",
             JobKind::ProviderAccess => "provider-access",
             JobKind::PushedHistory => "pushed-history",
+            JobKind::MemberAccess => "member-access",
         }
     }
 
@@ -29,6 +33,7 @@ impl JobKind {
             "write-back" => Some(JobKind::WriteBack),
             "provider-access" => Some(JobKind::ProviderAccess),
             "pushed-history" => Some(JobKind::PushedHistory),
+            "member-access" => Some(JobKind::MemberAccess),
             _ => None,
         }
     }

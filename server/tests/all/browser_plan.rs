@@ -227,3 +227,39 @@ async fn a_history_the_plan_pushed_is_offered_and_opened_for_review() {
     assert_eq!(reviews.len(), 1, "the pushed history's review only");
     browser.close().await;
 }
+
+#[tokio::test]
+async fn the_patient_signs_in_at_the_plan_and_what_they_share_is_reviewed() {
+    let app = start().await;
+    let browser = Browser::start().await;
+    let person = app.sandbox().ehr.person("pat-001").unwrap().clone();
+    let member = app.sandbox().plan.members.iter().find(|m| m.member_id == person.member_id);
+    let member = member.unwrap().clone();
+    ehr_launch(&browser, &app, "pat-001").await;
+    browser.click("[data-testid=ma-start]").await;
+    let link = browser.text("[data-testid=ma-link-text]").await;
+    let review = browser.url().await;
+    // A front-desk tablet: the patient signs in at the plan, keeping behavioural health back.
+    browser.client.goto(&link).await.unwrap();
+    browser.wait("input[name=member_id]").await.send_keys(&member.member_id).await.unwrap();
+    browser
+        .eval(&format!(
+            "document.querySelector('input[name=birth_date]').value = '{}'; return true;",
+            member.birth_date
+        ))
+        .await;
+    browser.click("input[name=share_behavioural_health]").await;
+    browser.click("button[value=allow]").await;
+    let said = browser.text("[data-testid=member-access-said]").await;
+    assert!(said.contains("give the device back"), "{said}");
+    // Back with the clinician: the plan's member is confirmed and their records reviewed.
+    browser.client.goto(&review).await.unwrap();
+    let withheld = browser.text("[data-testid=ma-withheld]").await;
+    assert!(withheld.contains("behavioural health records"), "{withheld}");
+    let count = browser.text("[data-testid=ma-review] [data-testid=selection-count]").await;
+    assert!(count.contains("selected"), "{count}");
+    let reviews =
+        browser.client.find_all(fantoccini::Locator::Css("section.history")).await.unwrap();
+    assert_eq!(reviews.len(), 1, "the member's review only");
+    browser.close().await;
+}

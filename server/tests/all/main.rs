@@ -15,6 +15,7 @@ mod edge;
 mod history;
 mod hostile_plan;
 mod launch;
+mod member_access;
 mod plan;
 mod provider_access;
 mod pushed;

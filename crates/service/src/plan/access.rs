@@ -34,6 +34,7 @@ pub(crate) fn access_for(
         member_id: pointer.member_id,
         token: pointer.access_token.map(Secret::new),
         expires_at: pointer.expires_in.map(|s| jose::now() + s),
+        member_authorized: false,
     })
 }
 
@@ -72,6 +73,9 @@ pub(crate) async fn plan_token(
         if access.expires_at.is_none_or(|at| at > now + 30) {
             return Ok(Some(token.clone()));
         }
+    }
+    if access.member_authorized {
+        return Err(DataProblem::AccessRefused("the member's sign-in has expired".into()));
     }
     let (Some(client), PlanFhirAuth::BackendServices { scope, .. }) =
         (&payer.backend, &payer.config.fhir_auth)

@@ -90,6 +90,7 @@ pub(super) async fn drive(state: AppState, job_id: String, mut request: AccessRe
             member_id: None,
             token: None,
             expires_at: None,
+            member_authorized: false,
         },
     };
     let store = state.launches.store();

@@ -348,6 +348,7 @@ pub(crate) async fn review_result(
         member_id: None,
         token: None,
         expires_at: None,
+        member_authorized: false,
     };
     // The export's own Patient, else read now (an export may leave it out).
     let plan_patient = match result.plan_patient.clone() {
