@@ -105,6 +105,7 @@ pub fn router(state: AppState, frontend: Frontend) -> Router {
         .route("/healthz", get(routes::healthz))
         // The member's own device: no session, no app.
         .route("/member-access/{handle}", get(member_access::handoff))
+        .route("/member-access/{handle}/qr.svg", get(member_access::qr))
         .route("/member-callback", get(member_access::callback))
         .fallback_service(frontend.service())
         .with_state(server)

@@ -19,6 +19,24 @@ pub async fn handoff(State(state): State<AppState>, Path(handle): Path<String>) 
     }
 }
 
+/// `GET /member-access/{handle}/qr.svg`: the link as a QR code, for the patient's phone
+/// (only while the link is valid).
+pub async fn qr(State(state): State<AppState>, Path(handle): Path<String>) -> Response {
+    if service::member_access::handoff(&state, &handle).await.is_err() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let link = service::member_access::link(&state, &handle);
+    match qrcode::QrCode::new(link.as_str().as_bytes()) {
+        Ok(code) => {
+            let svg =
+                code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).build();
+            ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")], svg)
+                .into_response()
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
 /// `GET /member-callback?code&state`: back from the plan's sign-in.
 pub async fn callback(
     State(state): State<AppState>,

@@ -67,7 +67,9 @@ fn SignInStatus(view: MemberAccessView) -> impl IntoView {
             <div data-testid="ma-waiting" data-stage="waiting">
                 <p role="status" aria-busy="true"><span class="spinner" aria-hidden="true"></span>"Waiting for the patient to sign in…"</p>
                 <p>"Give the patient this link, or "<a href=view.link.clone() target="_blank" rel="noopener noreferrer" data-testid="ma-link">"open the sign-in on this device"</a>":"</p>
-                <p><code data-testid="ma-link-text">{view.link}</code></p>
+                <p><code data-testid="ma-link-text">{view.link.clone()}</code></p>
+                <img class="ma-qr" src=format!("{}/qr.svg", view.link) width="160" height="160"
+                    alt="The sign-in link as a QR code, for the patient's phone" data-testid="ma-qr" />
             </div>
         }.into_any(),
         MemberAccessStage::Shared { withheld } => view! {

@@ -123,9 +123,11 @@ fn PlanBody(status: PlanStatus, ask: Action<Ask, Result<PlanAnswer, ApiError>>) 
     view! {
         <h2 id="plan-heading">"Health plan"</h2>
         <Intro identification=identification.clone() />
-        {pushed.map(|payer| view! { <PushedHistoryPanel payer /> })}
-        {member_access.map(|payer| view! { <MemberAccessPanel payer /> })}
-        {provider_access.map(|payer| view! { <ProviderAccessPanel payer /> })}
+        // Each route's panel polls on its own: its own boundary, so a poll never re-renders
+        // the rest of the page (or another route's form under the clinician's hand).
+        {pushed.map(|payer| view! { <Transition fallback=|| ()><PushedHistoryPanel payer /></Transition> })}
+        {member_access.map(|payer| view! { <Transition fallback=|| ()><MemberAccessPanel payer /></Transition> })}
+        {provider_access.map(|payer| view! { <Transition fallback=|| ()><ProviderAccessPanel payer /></Transition> })}
         {move || {
             let can_ask = matches!(identification, Identification::Ready { .. }) && hook;
             (can_ask && answer.get().is_none() && !ask.pending().get()).then(|| {

@@ -152,8 +152,12 @@ fn view(
             MemberAccessStage::Refused { message: message.clone() }
         }
     };
-    let link = crate::config::join(&state.config.public_url, &format!("member-access/{handle}"));
-    MemberAccessView { payer: payer.summary(), link: link.to_string(), stage }
+    MemberAccessView { payer: payer.summary(), link: link(state, handle).to_string(), stage }
+}
+
+/// The sign-in link of `handle` (what the clinician hands the patient).
+pub fn link(state: &AppState, handle: &str) -> url::Url {
+    crate::config::join(&state.config.public_url, &format!("member-access/{handle}"))
 }
 
 /// The launch a handle (the OAuth `state`) belongs to, loaded.

@@ -103,6 +103,7 @@ async fn the_member_signs_in_withholds_behavioural_health_and_their_records_join
     // The link and the callback are spent.
     let again = driver.get(&link).await;
     assert_eq!(again.status, StatusCode::NOT_FOUND, "{}", again.body);
+    assert_eq!(driver.get(&format!("{link}/qr.svg")).await.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
