@@ -94,7 +94,7 @@ impl PushRefusal {
             PushRefusal::TooLarge(limit) => format!("The Bundle is larger than {limit} bytes. Push the member's history in parts (by date, with $everything's start and end)."),
             PushRefusal::ContentType => "Send the Bundle as Content-Type: application/fhir+json.".into(),
             PushRefusal::Malformed(why) => format!("The body is not a FHIR Bundle Member History can read ({why}). Push one member's Patient/$everything Bundle."),
-            PushRefusal::NoMember(why) => format!("The Bundle does not name one member: {why}. Push one member's Patient/$everything Bundle, with their Patient and its member identifier (type MB)."),
+            PushRefusal::NoMember(why) => format!("The Bundle does not name one member: {why}. Push one member's Patient/$everything Bundle, with their Patient and its member identifier (type MB) or their Coverage."),
             PushRefusal::Store(_) | PushRefusal::Stopping => "Member History could not store the push. Nothing was stored; push again later.".into(),
         }
     }
@@ -115,8 +115,9 @@ pub struct Received {
 #[derive(Serialize, Deserialize)]
 struct Pushed {
     payer_id: String,
-    /// The member's identifier at the plan (`Patient.identifier` of type MB).
-    member_id: String,
+    /// What the member is known by at the plan, each a key the push is queued under: the
+    /// Patient's member identifier (type MB), then the `subscriberId` of their Coverages.
+    member_keys: Vec<String>,
     received_at: String,
     resources: usize,
     result: AccessResult,
@@ -185,22 +186,34 @@ pub async fn accept(
         return Err(PushRefusal::Replay);
     }
     let resources = pushed.resources;
-    let queued = state
-        .launches
-        .store()
-        .enqueue(
-            store::NewJob {
-                kind: store::JobKind::PushedHistory,
-                dedupe_key: Some(format!("push:{}:{}", payer.config.id, claims.bundle_sha256)),
-                launch_id: None,
-                subject: Some(subject(&pushed.payer_id, &pushed.member_id)),
-                payload: serde_json::to_vec(&pushed).expect("a push serialises"),
-                run_after: store::now(),
-                leased_to: None,
-            },
-            store::now(),
-        )
-        .await?;
+    let payload = serde_json::to_vec(&pushed).expect("a push serialises");
+    // Queued under each key the member is known by: a chart whose coverage gives only the
+    // subscriber id finds it too (the identity check decides at opening).
+    let mut first = None;
+    for (n, key) in pushed.member_keys.iter().enumerate() {
+        let dedupe = match n {
+            0 => format!("push:{}:{}", payer.config.id, claims.bundle_sha256),
+            _ => format!("push:{}:{}:{key}", payer.config.id, claims.bundle_sha256),
+        };
+        let queued = state
+            .launches
+            .store()
+            .enqueue(
+                store::NewJob {
+                    kind: store::JobKind::PushedHistory,
+                    dedupe_key: Some(dedupe),
+                    launch_id: None,
+                    subject: Some(subject(&pushed.payer_id, key)),
+                    payload: payload.clone(),
+                    run_after: store::now(),
+                    leased_to: None,
+                },
+                store::now(),
+            )
+            .await?;
+        first.get_or_insert(queued);
+    }
+    let queued = first.ok_or(PushRefusal::NoMember("its Patient has no member identifier"))?;
     tracing::info!(payer = %payer.config.id, resources, new = queued.new, "member history pushed");
     Ok(Received { id: queued.id, new: queued.new, resources })
 }
@@ -314,6 +327,16 @@ fn read_bundle(state: &AppState, payer: &PayerRuntime, body: &[u8]) -> Result<Pu
     if resources.len() > MAX_ENTRIES {
         return Err(PushRefusal::Malformed(format!("it has more than {MAX_ENTRIES} entries")));
     }
+    // Whose subscriber ids the Coverages give (kept for the member's once known).
+    let subscribers: Vec<(String, String)> = resources
+        .iter()
+        .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Coverage"))
+        .filter_map(|c| {
+            let beneficiary = c.pointer("/beneficiary/reference")?.as_str()?;
+            let subscriber = cds_hooks::pdex::subscriber_id(c)?;
+            Some((beneficiary.to_owned(), subscriber.to_owned()))
+        })
+        .collect();
     // Context first, Provenance last: each resource is resolved as it is read.
     resources.sort_by_key(|r| {
         pdex::normalise::read_order(r.get("resourceType").and_then(Value::as_str).unwrap_or(""))
@@ -330,13 +353,24 @@ fn read_bundle(state: &AppState, payer: &PayerRuntime, body: &[u8]) -> Result<Pu
     }
     let plan_patient =
         collected.plan_patient.ok_or(PushRefusal::NoMember("its Patient has no id"))?;
-    let member_id = cds_hooks::pdex::member_id(&plan_patient)
-        .ok_or(PushRefusal::NoMember("its Patient has no member identifier"))?
-        .to_owned();
+    let own = collected.member.as_deref().map(|m| format!("Patient/{m}")).unwrap_or_default();
+    let mut member_keys: Vec<String> =
+        cds_hooks::pdex::member_id(&plan_patient).map(str::to_owned).into_iter().collect();
+    for (beneficiary, subscriber) in subscribers {
+        let theirs = fhir::Reference::parse(&beneficiary).local().is_some_and(|r| r == own);
+        if theirs && !member_keys.contains(&subscriber) {
+            member_keys.push(subscriber);
+        }
+    }
+    if member_keys.is_empty() {
+        return Err(PushRefusal::NoMember(
+            "its Patient has no member identifier and no Coverage of theirs a subscriber id",
+        ));
+    }
     let resources = collected.items.len();
     Ok(Pushed {
         payer_id: payer.config.id.clone(),
-        member_id,
+        member_keys,
         received_at: now_rfc3339(),
         resources,
         result: AccessResult {
@@ -370,7 +404,7 @@ async fn newest(
         for record in records {
             let Ok(pushed) = serde_json::from_slice::<Pushed>(&record.payload) else { continue };
             // The subject names the member; the payload must agree (never another's).
-            if subject(&pushed.payer_id, &pushed.member_id) == key {
+            if pushed.payer_id == payer.config.id && pushed.member_keys.contains(member_id) {
                 return Ok(Some((payer, record, pushed)));
             }
         }

@@ -196,3 +196,23 @@ async fn what_a_push_must_not_get_away_with_is_refused_and_nothing_is_stored() {
     refused(s, &o, StatusCode::CONFLICT, "used before");
     assert_eq!(stored(&driver, &member_id).await, 1);
 }
+
+#[tokio::test]
+async fn a_chart_naming_the_member_by_subscriber_id_only_is_offered_the_push_too() {
+    let mut driver = Driver::new(3600).await;
+    let people = &driver.sandbox().ehr.people;
+    let person =
+        people.iter().find(|p| p.coverage == sandbox::synthetic::CoverageKind::SubscriberOnly);
+    let person = person.unwrap().clone();
+    let plan = driver.sandbox().plan.clone();
+    let member = plan.members.iter().find(|m| m.subscriber_id == person.subscriber_id).unwrap();
+    let bundle = plan.everything_bundle(&member.patient_id);
+    let (status, outcome) = send(&driver, &plan.push_of(&bundle, &push_url())).await;
+    assert_eq!(status, StatusCode::CREATED, "{outcome}");
+    let launch = driver.launch(&person.patient_id).await;
+    let (status, offered) = driver.server_fn("pushed_history_status", &[("launch", &launch)]).await;
+    assert_eq!(status, StatusCode::OK, "{offered}");
+    assert!(offered["resources"].as_u64().unwrap() > 0, "{offered}");
+    let (status, view) = driver.server_fn("pushed_history_open", &[("launch", &launch)]).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+}
