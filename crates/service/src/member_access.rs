@@ -81,23 +81,17 @@ pub async fn start(owned: &OwnedLaunch) -> Result<MemberAccessView, ServiceError
     let payer = payer(owned).await?;
     let client = payer.member.as_ref().ok_or(Refusal::MemberAccessNotOffered)?;
     let state = owned.state();
-    let config =
-        state.discovery.get(&payer.config.fhir_base).await.map_err(|e| ServiceError::Plan {
-            plan: payer.config.name.clone(),
-            cause: crate::error::PlanFailure::Data(crate::error::DataProblem::SmartConfiguration(
-                e.to_string(),
-            )),
-        })?;
+    let unreadable = |e: smart::SmartError| ServiceError::Plan {
+        plan: payer.config.name.clone(),
+        cause: crate::error::PlanFailure::Data(crate::error::DataProblem::SmartConfiguration(
+            e.to_string(),
+        )),
+    };
+    let config = state.discovery.get(&payer.config.fhir_base).await.map_err(unreadable)?;
     let requested_scope = scope();
     let request =
         LaunchRequest { iss: &payer.config.fhir_base, launch: None, scope: &requested_scope };
-    let (url, pending) =
-        client.authorize(&config, request, jose::now()).map_err(|e| ServiceError::Plan {
-            plan: payer.config.name.clone(),
-            cause: crate::error::PlanFailure::Data(crate::error::DataProblem::SmartConfiguration(
-                e.to_string(),
-            )),
-        })?;
+    let (url, pending) = client.authorize(&config, request, jose::now()).map_err(unreadable)?;
     let handle = pending.state.expose().to_owned();
     let handle_hash = hash(&handle);
     // The index the member's device finds this launch by (it has no session here).
