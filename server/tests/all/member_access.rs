@@ -20,7 +20,11 @@ struct Member<'a> {
 
 /// Follows the link as the member's device does, signs in and decides at the plan; the
 /// callback's page.
-async fn sign_in(driver: &mut Driver, link: &str, member: &Member<'_>) -> (StatusCode, String) {
+async fn sign_in(
+    driver: &mut Driver,
+    link: &str,
+    member: &Member<'_>,
+) -> (StatusCode, String, String) {
     let handoff = driver.get(link).await;
     assert_eq!(handoff.status, StatusCode::SEE_OTHER, "{}", handoff.body);
     let authorize = handoff.location.unwrap();
@@ -49,7 +53,7 @@ async fn sign_in(driver: &mut Driver, link: &str, member: &Member<'_>) -> (Statu
     assert_eq!(decided.status().as_u16(), 303, "{}", decided.text().await.unwrap());
     let callback = decided.headers()["location"].to_str().unwrap().to_owned();
     let back = driver.get(&callback).await;
-    (back.status, back.body)
+    (back.status, back.body, callback)
 }
 
 fn member_of(driver: &Driver, patient: &str) -> (String, String) {
@@ -85,9 +89,11 @@ async fn the_member_signs_in_withholds_behavioural_health_and_their_records_join
         behavioural_health: false,
         allow: true,
     };
-    let (status, page) = sign_in(&mut driver, &link, &choice).await;
+    let (status, page, callback) = sign_in(&mut driver, &link, &choice).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("give the device back"), "{page}");
+    let replayed = driver.get(&callback).await;
+    assert_eq!(replayed.status, StatusCode::BAD_REQUEST, "a callback works once");
     let view = status_of(&mut driver, &launch).await;
     let withheld = view["stage"]["Shared"]["withheld"].as_array().unwrap();
     assert_eq!(withheld, &["behavioural health records"], "{view}");
@@ -145,7 +151,7 @@ async fn no_demographics_another_member_or_a_denial_shows_nothing() {
     ] {
         let launch = driver.launch("pat-001").await;
         let link = start(&mut driver, &launch).await;
-        let (status, page) = sign_in(&mut driver, &link, &choice).await;
+        let (status, page, _) = sign_in(&mut driver, &link, &choice).await;
         assert_eq!(status, StatusCode::OK, "{page}");
         let view = status_of(&mut driver, &launch).await;
         let message = view["stage"]["Refused"]["message"].as_str().unwrap_or_default();
