@@ -274,7 +274,7 @@ async fn bind(
         return Ok(held);
     };
     let withheld = withheld(&held.requested_scope, &granted);
-    let access = PlanAccess {
+    let mut access = PlanAccess {
         fhir_base: payer.config.fhir_base.clone(),
         patient: patient.clone(),
         member_id: None,
@@ -291,10 +291,8 @@ async fn bind(
         None
     };
     let emr_patient = owned.emr().patient().await?;
-    let checked = plan_patient
-        .as_ref()
-        .map(|p| (p, crate::plan::access::check_identity(payer, &emr_patient, p)));
-    held.outcome = match checked {
+    let mut plan = None;
+    held.outcome = match plan_patient.as_ref().map(|p| (p, crate::plan::access::check_identity(payer, &emr_patient, p))) {
         None => MemberAccessOutcome::Refused {
             message: format!("The member did not share their demographics with Member History, so it cannot confirm they are this patient: nothing of {}'s is shown. Ask them to sign in again and share their name and birth date.", payer.config.name),
         },
@@ -303,51 +301,21 @@ async fn bind(
             MemberAccessOutcome::Refused { message: mismatch.message.clone() }
         }
         Some((plan_patient, Ok(()))) => {
-            let mut access = access;
             access.member_id = cds_hooks::pdex::member_id(plan_patient).map(str::to_owned);
-            let plan = PlanState {
-                payer_id: payer.config.id.clone(),
-                service_id: None,
-                hook_instance: Some(format!("member-access:{}", &held.handle_hash[..16])),
-                cards: Vec::new(),
-                notes: withheld
-                    .iter()
-                    .map(|w| format!("The member chose not to share {w}."))
-                    .collect(),
-                member: MemberState::Confirmed {
-                    member: PlanMember {
-                        name: fhir::display_name(plan_patient)
-                            .unwrap_or_else(|| "Unnamed member".into()),
-                        birth_date: plan_patient.str_at("birthDate").map(str::to_owned),
-                        member_id: access.member_id.clone(),
-                        records: None,
-                    },
-                    access: access.clone(),
-                },
-                feedback: Default::default(),
-            };
-            let shared = MemberAccessOutcome::Shared { withheld: withheld.clone() };
-            let handle_hash = held.handle_hash.clone();
-            owned
-                .update(|launch| {
-                    if launch.history.as_ref().is_some_and(|h| !h.is_for(&plan.payer_id, &patient)) {
-                        launch.history = None;
-                    }
-                    launch.plan = Some(plan.clone());
-                    if let Some(m) = launch.member_access.as_mut().filter(|m| m.handle_hash == handle_hash) {
-                        m.outcome = shared.clone();
-                    }
-                    Ok(())
-                })
-                .await?;
-            held.outcome = shared;
-            return Ok(held);
+            plan = Some(confirmed_plan(payer, &held, plan_patient, access, &withheld));
+            MemberAccessOutcome::Shared { withheld }
         }
     };
-    let outcome = held.outcome.clone();
-    let handle_hash = held.handle_hash.clone();
+    let (outcome, handle_hash) = (held.outcome.clone(), held.handle_hash.clone());
     owned
         .update(|launch| {
+            if let Some(plan) = &plan {
+                // The review is now the member's (another member's history is dropped).
+                if launch.history.as_ref().is_some_and(|h| !h.is_for(&plan.payer_id, &patient)) {
+                    launch.history = None;
+                }
+                launch.plan = Some(plan.clone());
+            }
             if let Some(m) = launch.member_access.as_mut().filter(|m| m.handle_hash == handle_hash)
             {
                 m.outcome = outcome.clone();
@@ -356,6 +324,33 @@ async fn bind(
         })
         .await?;
     Ok(held)
+}
+
+/// The plan's answer once the signed-in member is confirmed as this patient.
+fn confirmed_plan(
+    payer: &PayerRuntime,
+    held: &MemberAccessState,
+    plan_patient: &serde_json::Value,
+    access: PlanAccess,
+    withheld: &[String],
+) -> PlanState {
+    PlanState {
+        payer_id: payer.config.id.clone(),
+        service_id: None,
+        hook_instance: Some(format!("member-access:{}", &held.handle_hash[..16])),
+        cards: Vec::new(),
+        notes: withheld.iter().map(|w| format!("The member chose not to share {w}.")).collect(),
+        member: MemberState::Confirmed {
+            member: PlanMember {
+                name: fhir::display_name(plan_patient).unwrap_or_else(|| "Unnamed member".into()),
+                birth_date: plan_patient.str_at("birthDate").map(str::to_owned),
+                member_id: access.member_id.clone(),
+                records: None,
+            },
+            access,
+        },
+        feedback: Default::default(),
+    }
 }
 
 /// What the granted scopes leave out of the requested ones, in the clinician's words: kinds
