@@ -61,7 +61,11 @@ pub fn HistoryReview() -> impl IntoView {
         history.refetch();
     });
     view! {
-        {move || last_write().map(|result| view! { <WriteSummary result /> })}
+        // Its own boundary: the earlier writes loading must not suspend the page around it
+        // (a plan panel's form under the clinician's hand would be rebuilt).
+        <Transition fallback=|| ()>
+            {move || last_write().map(|result| view! { <WriteSummary result /> })}
+        </Transition>
         <section class="history" aria-labelledby="history-heading">
             <h2 id="history-heading">"Plan history"</h2>
             <Suspense fallback=|| view! {

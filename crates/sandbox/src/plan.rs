@@ -522,6 +522,14 @@ async fn home(State(plan): State<Arc<Plan>>) -> axum::response::Html<String> {
             p { "CDS Hooks discovery: " code { (plan.base_url) "/cds-services" } }
             p { "FHIR API: " code { (plan.fhir_base) } }
             p { (plan.members.len()) " members." }
+            details {
+                summary { "Members' sign-in (member id and date of birth, for member-authorized access)" }
+                ul {
+                    @for member in &plan.members {
+                        li { (member.family) ", " (member.given.join(" ")) ": " code { (member.member_id) } " · " (member.birth_date) }
+                    }
+                }
+            }
             @if let Some(push_url) = plan.push_url() {
                 h2 { "Push a member's history" }
                 p { "Sends the member's " code { "Patient/$everything" } " Bundle to Member History (" code { (push_url) } "), signed with the plan's key. The next launch of that patient offers it for review." }

@@ -114,12 +114,18 @@ impl Browser {
         }
     }
 
+    /// Clicks `css`, found again if the page replaced it between the find and the click.
     pub async fn click(&self, css: &str) {
-        self.wait(css)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("could not click `{css}`: {e}"));
+        for _ in 0..3 {
+            match self.wait(css).await.click().await {
+                Ok(_) => return,
+                Err(e) if e.to_string().contains("stale element") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("could not click `{css}`: {e}"),
+            }
+        }
+        panic!("could not click `{css}`: the page kept replacing it");
     }
 
     /// Presses a key (a WebDriver key code such as `'\u{E015}'` for ArrowDown) on whatever has focus.
