@@ -115,6 +115,22 @@ proptest! {
         review(plan, chart);
     }
 
+    /// A bulk export's lines or a pushed Bundle's entries, read one at a time into a few
+    /// newest items: never more than asked, every resource either kept or counted.
+    #[test]
+    fn resources_one_at_a_time_into_the_newest_items(plan in prop_oneof![mutated(bundle_example()), json()]) {
+        let mut resources = resources(plan);
+        resources.sort_by_key(|r| {
+            pdex::normalise::read_order(r.get("resourceType").and_then(Value::as_str).unwrap_or(""))
+        });
+        let mut export = pdex::export::ExportItems::new(3);
+        for resource in resources {
+            export.add(resource);
+        }
+        let collected = export.finish();
+        prop_assert!(collected.items.len() <= 3);
+    }
+
     #[test]
     fn cds_hooks_cards(answer in prop_oneof![mutated(cards_example()), json()]) {
         if let Ok(checked) = cds_hooks::cards::check_response(&answer, 50) {
