@@ -226,7 +226,6 @@ pub struct MemberAccessState {
     /// Spent at the callback (a second use finds nothing).
     pub(crate) pending: Option<smart::PendingAuthorization>,
     pub(crate) requested_scope: String,
-    pub(crate) asked_at: String,
     pub(crate) outcome: MemberAccessOutcome,
 }
 

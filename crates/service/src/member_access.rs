@@ -14,13 +14,12 @@ use fhir::ResourceExt;
 use sha2::Digest as _;
 use smart::{CallbackParams, LaunchRequest};
 
-use crate::clock::now_rfc3339;
 use crate::error::{Refusal, ServiceError};
 use crate::launch_state::{
     MemberAccessOutcome, MemberAccessState, MemberState, PlanAccess, PlanState,
 };
 use crate::owned::OwnedLaunch;
-use crate::plan::identify::identify;
+use crate::plan::identify::covering_plan;
 use crate::state::{AppState, PayerRuntime};
 
 /// Why the link or the callback could not be used (shown to the member, on their device).
@@ -66,10 +65,7 @@ fn scope() -> String {
 
 /// The plan covering the launched patient, when its members can sign in there.
 async fn payer(owned: &OwnedLaunch) -> Result<std::sync::Arc<PayerRuntime>, ServiceError> {
-    let snapshot = owned.snapshot().await;
-    let (_, found) = identify(owned, &snapshot).await?;
-    let found = found.ok_or(Refusal::PlanNotIdentified)?;
-    let payer = owned.payer(&found.payer_id)?;
+    let (payer, _) = covering_plan(owned).await?.ok_or(Refusal::PlanNotIdentified)?;
     if payer.member.is_none() {
         return Err(Refusal::MemberAccessNotOffered.into());
     }
@@ -117,7 +113,6 @@ pub async fn start(owned: &OwnedLaunch) -> Result<MemberAccessView, ServiceError
         authorize_url: url.to_string(),
         pending: Some(pending),
         requested_scope,
-        asked_at: now_rfc3339(),
         outcome: MemberAccessOutcome::Waiting,
     };
     owned

@@ -20,7 +20,7 @@ use crate::clock::now_rfc3339;
 use crate::error::{Refusal, ServiceError};
 use crate::launches::StoredItems;
 use crate::owned::OwnedLaunch;
-use crate::plan::identify::identify;
+use crate::plan::identify::covering_plan;
 use crate::provider_access::collect::Collector;
 use crate::provider_access::AccessResult;
 use crate::state::{AppState, PayerRuntime};
@@ -290,20 +290,9 @@ async fn plan_keys(
     }
     let url =
         payer.config.push.as_ref().map(|p| p.jwks_url.clone()).ok_or(PushRefusal::UnknownPlan)?;
-    let response = state
-        .http
-        .get(url)
-        .header(reqwest::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|e| PushRefusal::Keys(e.without_url().to_string()))?;
-    if !response.status().is_success() {
-        return Err(PushRefusal::Keys(format!("jwks_url answered {}", response.status().as_u16())));
-    }
-    let body = fhir::http::read_capped(response, 512 * 1024)
+    let keys = smart::http::fetch_jwks(&state.http, url.as_str())
         .await
         .map_err(|e| PushRefusal::Keys(e.to_string()))?;
-    let keys = jose::parse_jwks(&body).map_err(|e| PushRefusal::Keys(e.to_string()))?;
     *cached = Some((Instant::now(), keys.clone()));
     Ok(keys)
 }
@@ -388,10 +377,7 @@ fn read_bundle(state: &AppState, payer: &PayerRuntime, body: &[u8]) -> Result<Pu
 async fn newest(
     owned: &OwnedLaunch,
 ) -> Result<Option<(std::sync::Arc<PayerRuntime>, store::JobRecord, Pushed)>, ServiceError> {
-    let snapshot = owned.snapshot().await;
-    let (_, found) = identify(owned, &snapshot).await?;
-    let Some(found) = found else { return Ok(None) };
-    let payer = owned.payer(&found.payer_id)?;
+    let Some((payer, found)) = covering_plan(owned).await? else { return Ok(None) };
     if payer.config.push.is_none() {
         return Ok(None);
     }

@@ -326,24 +326,7 @@ impl SmartClient {
             .jwks_uri
             .as_deref()
             .ok_or_else(|| SmartError::IdToken("the EHR publishes no jwks_uri".into()))?;
-        let response = self
-            .http
-            .get(jwks_uri)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| SmartError::Unreachable(e.without_url().to_string()))?;
-        if !response.status().is_success() {
-            return Err(SmartError::IdToken(format!(
-                "jwks_uri answered {}",
-                response.status().as_u16()
-            )));
-        }
-        let body = fhir::http::read_capped(response, 512 * 1024)
-            .await
-            .map_err(|e| SmartError::Unreachable(e.to_string()))?;
-        let jwks =
-            jose::parse_jwks(&body).map_err(|e| SmartError::IdToken(format!("JWKS: {e}")))?;
+        let jwks = crate::http::fetch_jwks(&self.http, jwks_uri).await?;
         let issuers: Vec<&str> = config.issuer.as_deref().into_iter().collect();
         let claims = jose::verify::<IdTokenClaims>(
             id_token.expose(),

@@ -116,13 +116,7 @@ impl Discovery {
 
     async fn fetch(&self, fhir_base: &Url) -> Result<SmartConfiguration, SmartError> {
         let url = configuration_url(fhir_base)?;
-        let response = self
-            .http
-            .get(url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| SmartError::Unreachable(e.without_url().to_string()))?;
+        let response = crate::http::get_json(&self.http, url).await?;
         if !response.status().is_success() {
             return Err(SmartError::Discovery {
                 reason: format!("smart-configuration answered {}", response.status().as_u16()),

@@ -136,7 +136,7 @@ async fn no_demographics_another_member_or_a_denial_shows_nothing() {
                 behavioural_health: true,
                 allow: true,
             },
-            "",
+            "does not match this patient",
         ),
         (
             Member {

@@ -30,6 +30,16 @@ pub(crate) async fn identify(
     Ok(found)
 }
 
+/// The configured plan the launched patient's coverage names, and who the member is there;
+/// `None` when it names none (what every route but a typed member id starts from).
+pub(crate) async fn covering_plan(
+    owned: &OwnedLaunch,
+) -> Result<Option<(std::sync::Arc<PayerRuntime>, Identified)>, ServiceError> {
+    let snapshot = owned.snapshot().await;
+    let (_, found) = identify(owned, &snapshot).await?;
+    found.map(|found| Ok((owned.payer(&found.payer_id)?, found))).transpose()
+}
+
 /// Reads the patient's coverage from the EMR and matches it to a configured plan.
 async fn read_identification(
     owned: &OwnedLaunch,

@@ -22,7 +22,7 @@ use crate::error::{Refusal, ServiceError};
 use crate::launch_state::{MemberState, PlanAccess, PlanState};
 use crate::launches::StoredItems;
 use crate::owned::OwnedLaunch;
-use crate::plan::identify::{choose_member, identify, HistoryRequest};
+use crate::plan::identify::covering_plan;
 use crate::state::{AppState, PayerRuntime};
 
 pub use drive::resume;
@@ -145,10 +145,7 @@ fn subject(ehr_id: &str, patient_id: &str, payer_id: &str) -> String {
 async fn payer_for(
     owned: &OwnedLaunch,
 ) -> Result<(std::sync::Arc<PayerRuntime>, Option<Value>), ServiceError> {
-    let snapshot = owned.snapshot().await;
-    let (_, found) = identify(owned, &snapshot).await?;
-    let who = choose_member(owned, found, HistoryRequest::default())?;
-    let payer = owned.payer(&who.payer_id)?;
+    let (payer, who) = covering_plan(owned).await?.ok_or(Refusal::PlanNotIdentified)?;
     if !payer.config.routes.contains(&PlanRoute::ProviderAccess) {
         return Err(Refusal::RouteNotOffered.into());
     }
